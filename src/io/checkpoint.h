@@ -1,0 +1,40 @@
+// A Hugging Face Qwen3-VL checkpoint folder: the weight name table (names + shapes derived from
+// the config) and the memory-mapped tensors, checked against the table in one pass.
+#pragma once
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "io/config.h"
+#include "io/safetensors.h"
+
+namespace ost {
+
+struct WeightSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
+// Every tensor a checkpoint of this config holds, in sorted name order. With tied embeddings
+// lm_head.weight is absent (it is embed_tokens.weight).
+std::vector<WeightSpec> expected_weights(const ModelConfig& c);
+
+class Checkpoint {
+ public:
+  // Maps model.safetensors, or the shards named by model.safetensors.index.json, or every
+  // *.safetensors in the folder; then checks names, shapes and dtypes (BF16/F16/F32) against
+  // expected_weights. The error lists every missing, unexpected or mis-shaped tensor.
+  static Result<Checkpoint> open(const std::string& dir, const ModelConfig& c);
+
+  const TensorInfo* find(const std::string& name) const;
+  const TensorInfo& get(const std::string& name) const;  // name must be in the table
+  const std::vector<std::string>& files() const { return files_; }
+  size_t total_bytes() const;
+
+ private:
+  std::vector<SafetensorsFile> shards_;
+  std::vector<std::string> files_;
+  std::unordered_map<std::string, const TensorInfo*> by_name_;
+};
+
+}  // namespace ost
