@@ -1,0 +1,198 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "core/file_util.h"
+
+namespace ost {
+
+namespace {
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Length of the longest suffix of `text` that is a proper prefix of a stop string: that much
+// text must be held back from a stream until it is known not to start a stop string.
+size_t stop_holdback(const std::string& text, const std::vector<std::string>& stops) {
+  size_t hold = 0;
+  for (auto& s : stops) {
+    if (s.empty()) continue;
+    for (size_t k = std::min(s.size() - 1, text.size()); k > hold; --k)
+      if (text.compare(text.size() - k, k, s, 0, k) == 0) {
+        hold = k;
+        break;
+      }
+  }
+  return hold;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Engine>> Engine::load(const std::string& dir, const EngineOptions& opt) {
+  if (opt.device != "cpu")
+    return make_error("device \"%s\" is not available in this build (use --device cpu)", opt.device.c_str());
+  auto e = std::make_unique<Engine>();
+  e->dir_ = dir;
+  const std::string tok_path = dir + "/tokenizer.json";
+  if (!file_exists(tok_path)) return make_error("model folder %s has no tokenizer.json", dir.c_str());
+  auto tok = Tokenizer::load(tok_path);
+  if (!tok) return Error{tok.message()};
+  e->tokenizer_ = std::move(*tok);
+  auto m = Qwen3VLModel::load(dir);
+  if (!m) return Error{m.message()};
+  e->model_ = std::move(*m);
+  return e;
+}
+
+Result<std::vector<int32_t>> Engine::prompt_ids(const GenerateRequest& req,
+                                                const std::vector<ImagePatches>& patches) const {
+  auto text = format_chat(req.messages);
+  if (!text) return Error{text.message()};
+  std::vector<int32_t> raw = tokenizer_.encode(*text);
+  const int32_t pad = model_->config().image_token_id;
+  std::vector<int32_t> ids;
+  ids.reserve(raw.size());
+  size_t img = 0;
+  for (int32_t id : raw) {
+    if (id != pad) {
+      ids.push_back(id);
+      continue;
+    }
+    // An <|image_pad|> typed by the user (not from an image part) has no image behind it.
+    if (img >= patches.size())
+      return make_error("the prompt holds more <|image_pad|> tokens than images (%zu)", patches.size());
+    ids.insert(ids.end(), size_t(patches[img].num_tokens()), pad);
+    ++img;
+  }
+  if (img != patches.size())
+    return make_error("%zu images given but the prompt has %zu image slots", patches.size(), img);
+  return ids;
+}
+
+Result<GenerateResult> Engine::generate(const GenerateRequest& req, const TokenCallback& on_token) {
+  OST_TRY(validate(req.sampling));
+  if (req.max_tokens < 0) return make_error("max_tokens must be >= 0");
+  if (int(req.images.size()) != count_images(req.messages))
+    return make_error("%zu images given for %d image parts", req.images.size(), count_images(req.messages));
+  const ModelConfig& cfg = model_->config();
+  const int vocab = cfg.text.vocab_size;
+  GenerateResult res;
+  auto t0 = std::chrono::steady_clock::now();
+
+  // Images -> patches (per-request pixel bounds override the model's).
+  PreprocessOptions po;
+  const PreprocessorConfig& pc = model_->preprocessor();
+  po.min_pixels = req.min_pixels > 0 ? req.min_pixels : pc.min_pixels;
+  po.max_pixels = req.max_pixels > 0 ? req.max_pixels : pc.max_pixels;
+  if (po.min_pixels > po.max_pixels) return make_error("min_pixels %lld exceeds max_pixels %lld",
+                                                       (long long)po.min_pixels, (long long)po.max_pixels);
+  po.patch_size = pc.patch_size;
+  po.temporal_patch_size = pc.temporal_patch_size;
+  po.merge_size = pc.merge_size;
+  po.mean = pc.image_mean;
+  po.std = pc.image_std;
+  po.rescale_factor = pc.rescale_factor;
+  std::vector<ImagePatches> patches;
+  for (size_t i = 0; i < req.images.size(); ++i) {
+    auto p = preprocess_image(req.images[i], po);
+    if (!p) return make_error("image %zu: %s", i + 1, p.message().c_str());
+    res.image_grids.push_back({p->grid_t, p->grid_h, p->grid_w});
+    patches.push_back(std::move(*p));
+  }
+  auto ids = prompt_ids(req, patches);
+  if (!ids) return Error{ids.message()};
+  res.prompt_ids = std::move(*ids);
+  const int64_t n_prompt = int64_t(res.prompt_ids.size());
+  const int64_t limit = cfg.text.max_position_embeddings > 0 ? cfg.text.max_position_embeddings : (1 << 20);
+  if (n_prompt + req.max_tokens > limit)
+    return make_error("prompt (%lld tokens) + max_tokens (%d) exceeds the context length %lld",
+                      (long long)n_prompt, req.max_tokens, (long long)limit);
+  auto pos = compute_mrope_positions(res.prompt_ids, res.image_grids, cfg);
+  if (!pos) return Error{pos.message()};
+  res.timings.preprocess_ms = ms_since(t0);
+
+  // Vision tower over all images of the request at once (attention stays per image).
+  auto t1 = std::chrono::steady_clock::now();
+  VisionOutput vis;
+  const bool has_images = !patches.empty();
+  if (has_images) {
+    std::vector<float> pixels;
+    VisionInput vin;
+    int64_t rows = 0;
+    for (auto& p : patches) {
+      pixels.insert(pixels.end(), p.pixel_values.begin(), p.pixel_values.end());
+      rows += int64_t(p.grid_t) * p.grid_h * p.grid_w;
+      vin.grid_thw.push_back({p.grid_t, p.grid_h, p.grid_w});
+    }
+    vin.pixel_values = pixels.data();
+    vin.num_patches = rows;
+    auto v = model_->encode_images(vin);
+    if (!v) return Error{v.message()};
+    vis = std::move(*v);
+  }
+  res.timings.vision_ms = ms_since(t1);
+
+  // Prefill.
+  auto t2 = std::chrono::steady_clock::now();
+  KvCache cache = model_->new_cache(n_prompt + req.max_tokens);
+  const bool all_logits = req.prompt_logprobs > 0;
+  auto logits = model_->prefill(cache, res.prompt_ids, *pos, has_images ? &vis : nullptr, all_logits);
+  if (!logits) return Error{logits.message()};
+  if (all_logits)
+    for (int64_t i = 0; i < n_prompt; ++i)
+      res.prompt_top_logprobs.push_back(top_logprobs(logits->data() + i * vocab, vocab, req.prompt_logprobs));
+  std::vector<float> last(logits->end() - vocab, logits->end());
+  res.timings.prefill_ms = ms_since(t2);
+
+  // Decode loop.
+  auto t3 = std::chrono::steady_clock::now();
+  Sampler sampler(req.sampling, vocab);
+  sampler.set_prompt(res.prompt_ids);
+  StreamDecoder detok(tokenizer_, /*skip_special=*/true);
+  const auto& eos = model_->generation().eos_token_ids;
+  std::string text;      // all text so far
+  size_t emitted = 0;    // bytes of `text` already handed to the callback
+  res.finish_reason = "length";
+  for (int step = 0; step < req.max_tokens; ++step) {
+    GeneratedToken tok;
+    tok.id = sampler.sample(last.data());
+    tok.top = top_logprobs(last.data(), vocab, req.top_logprobs, &tok.logprob, tok.id);
+    sampler.accept(tok.id);
+    res.tokens.push_back(tok);
+    const bool is_eos = !req.ignore_eos && std::find(eos.begin(), eos.end(), tok.id) != eos.end();
+    const bool last_step = step + 1 == req.max_tokens;
+    bool stopped = is_eos;
+    if (!is_eos) text += detok.push(tok.id);
+    if (is_eos || last_step) text += detok.flush();
+    // The earliest stop string in the new text ends the answer; text before `emitted` was
+    // checked already (a possible stop start is never emitted, see stop_holdback).
+    size_t cut = std::string::npos;
+    for (auto& s : req.stop)
+      if (!s.empty()) cut = std::min(cut, text.find(s, emitted));
+    if (cut != std::string::npos) {
+      text.resize(cut);
+      stopped = true;
+    }
+    if (stopped) res.finish_reason = "stop";
+    size_t safe = stopped || last_step ? text.size() : text.size() - stop_holdback(text, req.stop);
+    std::string delta = safe > emitted ? text.substr(emitted, safe - emitted) : "";
+    emitted = std::max(emitted, safe);
+    if (on_token && !on_token(tok, delta)) {
+      res.finish_reason = "cancelled";
+      break;
+    }
+    if (stopped || last_step) break;
+    auto next = model_->decode(cache, tok.id);
+    if (!next) return Error{next.message()};
+    last = std::move(*next);
+  }
+  res.text = std::move(text);
+  res.timings.decode_ms = ms_since(t3);
+  if (res.tokens.size() > 1 && res.timings.decode_ms > 0)
+    res.timings.decode_tokens_per_s = double(res.tokens.size() - 1) / (res.timings.decode_ms / 1000.0);
+  return res;
+}
+
+}  // namespace ost

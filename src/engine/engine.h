@@ -1,0 +1,80 @@
+// The engine of one request: chat -> tokens, images -> patches -> vision tower, prefill,
+// then the decode loop with sampling and stop conditions. The CPU path here is the oracle
+// the faster paths are tested against.
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "chat/chat.h"
+#include "engine/sampler.h"
+#include "model/qwen3vl.h"
+#include "tokenizer/tokenizer.h"
+#include "vision/image.h"
+#include "vision/preprocess.h"
+
+namespace ost {
+
+struct EngineOptions {
+  std::string device = "cpu";
+};
+
+struct GenerateRequest {
+  std::vector<ChatMessage> messages;  // images appear as ContentPart::kImage, in order
+  std::vector<Image> images;          // one per image part, in order of appearance
+  int64_t min_pixels = 0;             // 0: the model's preprocessor_config
+  int64_t max_pixels = 0;
+  SamplingParams sampling;
+  int max_tokens = 256;
+  std::vector<std::string> stop;  // stop strings (not included in the text)
+  bool ignore_eos = false;
+  int top_logprobs = 0;     // per generated token: the top K of its distribution
+  int prompt_logprobs = 0;  // per prompt position: the top K of the next-token distribution
+};
+
+struct GeneratedToken {
+  int32_t id = 0;
+  float logprob = 0.0f;                 // of the chosen token, under the raw model distribution
+  std::vector<TokenLogprob> top;        // top_logprobs entries
+};
+
+struct Timings {
+  double preprocess_ms = 0, vision_ms = 0, prefill_ms = 0, decode_ms = 0;
+  double decode_tokens_per_s = 0;
+};
+
+struct GenerateResult {
+  std::vector<int32_t> prompt_ids;
+  std::vector<GeneratedToken> tokens;  // EOS included when it ended the answer
+  std::string text;
+  std::string finish_reason;  // "stop" | "length" | "cancelled"
+  std::vector<std::vector<TokenLogprob>> prompt_top_logprobs;
+  std::vector<std::array<int, 3>> image_grids;
+  Timings timings;
+};
+
+// Called after each generated token with the text it completes (may be empty while a UTF-8
+// character or a possible stop string is held back). Return false to cancel.
+using TokenCallback = std::function<bool(const GeneratedToken&, const std::string& delta)>;
+
+class Engine {
+ public:
+  static Result<std::unique_ptr<Engine>> load(const std::string& model_dir, const EngineOptions& opt = {});
+
+  Result<GenerateResult> generate(const GenerateRequest& req, const TokenCallback& on_token = {});
+
+  // Prompt ids of a request with every <|image_pad|> expanded to its image's token count.
+  Result<std::vector<int32_t>> prompt_ids(const GenerateRequest& req, const std::vector<ImagePatches>& patches) const;
+
+  const Tokenizer& tokenizer() const { return tokenizer_; }
+  Qwen3VLModel& model() { return *model_; }
+  const std::string& model_dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+  Tokenizer tokenizer_;
+  std::unique_ptr<Qwen3VLModel> model_;
+};
+
+}  // namespace ost

@@ -1,0 +1,140 @@
+// ostrakon run: one prompt (with images) through the engine; text or one JSON object out.
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "engine/engine.h"
+#include "tools/args.h"
+#include "tools/commands.h"
+
+namespace ost::tools {
+
+namespace {
+
+const char* kUsage =
+    "usage: ostrakon run --model DIR [--image PATH]... --prompt TEXT [--system TEXT]\n"
+    "                    [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
+    "                    [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F]\n"
+    "                    [--seed S] [--stop TEXT]... [--min-pixels N] [--max-pixels N]\n"
+    "                    [--device cpu] [--logprobs K] [--prompt-logprobs K] [--ignore-eos] [--json]\n"
+    "Images come before the text in the user turn. --temperature 0 is greedy (the default).\n";
+
+nlohmann::json top_json(const std::vector<TokenLogprob>& top) {
+  auto a = nlohmann::json::array();
+  for (auto& t : top) a.push_back({{"token_id", t.token_id}, {"logprob", t.logprob}});
+  return a;
+}
+
+int fail(const std::string& msg, int code) {
+  std::fprintf(stderr, "run: %s\n", msg.c_str());
+  return code;
+}
+
+}  // namespace
+
+int cmd_run(int argc, char** argv) {
+  auto args = Args::parse(argc, argv,
+                          {"model", "image", "prompt", "system", "max-tokens", "temperature", "top-p",
+                           "top-k", "min-p", "repetition-penalty", "presence-penalty", "frequency-penalty",
+                           "seed", "stop", "min-pixels", "max-pixels", "device", "logprobs", "prompt-logprobs"},
+                          {"json", "help", "ignore-eos"});
+  if (!args) {
+    std::fprintf(stderr, "%s", kUsage);
+    return fail(args.message(), 2);
+  }
+  if (args->has("help")) {
+    std::printf("%s", kUsage);
+    return 0;
+  }
+  if (!args->has("model")) return fail("--model DIR is required", 2);
+  if (!args->has("prompt")) return fail("--prompt TEXT is required", 2);
+
+  GenerateRequest req;
+  auto max_tokens = args->get_int("max-tokens", 256, 0, 1 << 20);
+  auto temperature = args->get_double("temperature", 0.0, 0.0, 100.0);
+  auto top_p = args->get_double("top-p", 1.0, 1e-9, 1.0);
+  auto top_k = args->get_int("top-k", 0, 0, 1 << 30);
+  auto min_p = args->get_double("min-p", 0.0, 0.0, 1.0);
+  auto rep = args->get_double("repetition-penalty", 1.0, 1e-6, 100.0);
+  auto pres = args->get_double("presence-penalty", 0.0, -2.0, 2.0);
+  auto freq = args->get_double("frequency-penalty", 0.0, -2.0, 2.0);
+  auto seed = args->get_int("seed", 0, 0, INT64_MAX);
+  auto lp = args->get_int("logprobs", 0, 0, 1000);
+  auto plp = args->get_int("prompt-logprobs", 0, 0, 1000);
+  auto minpx = args->get_int("min-pixels", 0, 1, INT64_MAX);
+  auto maxpx = args->get_int("max-pixels", 0, 1, INT64_MAX);
+  for (const Status& s : {max_tokens.status(), temperature.status(), top_p.status(), top_k.status(),
+                          min_p.status(), rep.status(), pres.status(), freq.status(), seed.status(),
+                          lp.status(), plp.status(), minpx.status(), maxpx.status()})
+    if (!s) return fail(s.message(), 2);
+  req.max_tokens = int(*max_tokens);
+  req.sampling.temperature = float(*temperature);
+  req.sampling.top_p = float(*top_p);
+  req.sampling.top_k = int(*top_k);
+  req.sampling.min_p = float(*min_p);
+  req.sampling.repetition_penalty = float(*rep);
+  req.sampling.presence_penalty = float(*pres);
+  req.sampling.frequency_penalty = float(*freq);
+  req.sampling.seed = uint64_t(*seed);
+  req.top_logprobs = int(*lp);
+  req.prompt_logprobs = int(*plp);
+  req.min_pixels = *minpx;
+  req.max_pixels = *maxpx;
+  req.stop = args->all("stop");
+  req.ignore_eos = args->has("ignore-eos");
+
+  if (args->has("system")) req.messages.push_back({"system", {ContentPart::make_text(args->get("system"))}});
+  ChatMessage user{"user", {}};
+  for (auto& path : args->all("image")) {
+    auto img = load_image_file(path);
+    if (!img) return fail("image " + path + ": " + img.message(), 1);
+    req.images.push_back(std::move(*img));
+    user.content.push_back(ContentPart::make_image());
+  }
+  user.content.push_back(ContentPart::make_text(args->get("prompt")));
+  req.messages.push_back(std::move(user));
+
+  EngineOptions eo;
+  eo.device = args->get("device", "cpu");
+  auto engine = Engine::load(args->get("model"), eo);
+  if (!engine) return fail(engine.message(), 1);
+  auto res = (*engine)->generate(req);
+  if (!res) return fail(res.message(), 1);
+
+  if (!args->has("json")) {
+    std::printf("%s\n", res->text.c_str());
+    const Timings& t = res->timings;
+    std::fprintf(stderr,
+                 "[%zu prompt tokens, %zu generated, %s] preprocess %.1f ms, vision %.1f ms, "
+                 "prefill %.1f ms, decode %.1f ms (%.1f tokens/s)\n",
+                 res->prompt_ids.size(), res->tokens.size(), res->finish_reason.c_str(), t.preprocess_ms,
+                 t.vision_ms, t.prefill_ms, t.decode_ms, t.decode_tokens_per_s);
+    return 0;
+  }
+  nlohmann::json out;
+  out["prompt_tokens"] = res->prompt_ids.size();
+  out["completion_tokens"] = res->tokens.size();
+  out["finish_reason"] = res->finish_reason;
+  out["text"] = res->text;
+  auto ids = nlohmann::json::array();
+  auto logprobs = nlohmann::json::array();
+  for (auto& t : res->tokens) {
+    ids.push_back(t.id);
+    logprobs.push_back({{"token_id", t.id}, {"logprob", t.logprob}, {"top_logprobs", top_json(t.top)}});
+  }
+  out["token_ids"] = ids;
+  out["logprobs"] = logprobs;
+  auto plps = nlohmann::json::array();
+  for (auto& p : res->prompt_top_logprobs) plps.push_back(top_json(p));
+  out["prompt_top_logprobs"] = plps;
+  auto grids = nlohmann::json::array();
+  for (auto& g : res->image_grids) grids.push_back({g[0], g[1], g[2]});
+  out["image_grid_thw"] = grids;
+  const Timings& t = res->timings;
+  out["timings"] = {{"preprocess_ms", t.preprocess_ms}, {"vision_ms", t.vision_ms},
+                    {"prefill_ms", t.prefill_ms},       {"decode_ms", t.decode_ms},
+                    {"decode_tokens_per_s", t.decode_tokens_per_s}};
+  std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  return 0;
+}
+
+}  // namespace ost::tools
