@@ -15,7 +15,7 @@ const char* kUsage =
     "                    [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
     "                    [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F]\n"
     "                    [--seed S] [--stop TEXT]... [--min-pixels N] [--max-pixels N]\n"
-    "                    [--device cpu] [--logprobs K] [--prompt-logprobs K] [--ignore-eos] [--json]\n"
+    "                    [--device cpu|cuda|auto] [--logprobs K] [--prompt-logprobs K] [--ignore-eos] [--json]\n"
     "Images come before the text in the user turn. --temperature 0 is greedy (the default).\n";
 
 nlohmann::json top_json(const std::vector<TokenLogprob>& top) {
@@ -94,7 +94,7 @@ int cmd_run(int argc, char** argv) {
   req.messages.push_back(std::move(user));
 
   EngineOptions eo;
-  eo.device = args->get("device", "cpu");
+  eo.device = args->get("device", "auto");
   auto engine = Engine::load(args->get("model"), eo);
   if (!engine) return fail(engine.message(), 1);
   auto res = (*engine)->generate(req);

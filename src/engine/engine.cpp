@@ -31,8 +31,9 @@ size_t stop_holdback(const std::string& text, const std::vector<std::string>& st
 }  // namespace
 
 Result<std::unique_ptr<Engine>> Engine::load(const std::string& dir, const EngineOptions& opt) {
-  if (opt.device != "cpu")
-    return make_error("device \"%s\" is not available in this build (use --device cpu)", opt.device.c_str());
+  if (opt.device != "cpu" && opt.device != "cuda" && opt.device != "auto")
+    return make_error("unknown device \"%s\" (expected cpu, cuda or auto)", opt.device.c_str());
+  if (!is_directory(dir)) return make_error("model folder %s does not exist", dir.c_str());
   auto e = std::make_unique<Engine>();
   e->dir_ = dir;
   const std::string tok_path = dir + "/tokenizer.json";
@@ -40,7 +41,8 @@ Result<std::unique_ptr<Engine>> Engine::load(const std::string& dir, const Engin
   auto tok = Tokenizer::load(tok_path);
   if (!tok) return Error{tok.message()};
   e->tokenizer_ = std::move(*tok);
-  auto m = Qwen3VLModel::load(dir);
+  const bool cuda = opt.device == "cuda" || (opt.device == "auto" && cuda_available());
+  auto m = cuda ? load_cuda_runner(dir) : load_cpu_runner(dir);
   if (!m) return Error{m.message()};
   e->model_ = std::move(*m);
   return e;
@@ -136,7 +138,9 @@ Result<GenerateResult> Engine::generate(const GenerateRequest& req, const TokenC
 
   // Prefill.
   auto t2 = std::chrono::steady_clock::now();
-  KvCache cache = model_->new_cache(n_prompt + req.max_tokens);
+  auto seq = model_->new_sequence(n_prompt + req.max_tokens);
+  if (!seq) return Error{seq.message()};
+  SequenceState& cache = **seq;
   const bool all_logits = req.prompt_logprobs > 0;
   auto logits = model_->prefill(cache, res.prompt_ids, *pos, has_images ? &vis : nullptr, all_logits);
   if (!logits) return Error{logits.message()};

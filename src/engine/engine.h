@@ -9,7 +9,7 @@
 
 #include "chat/chat.h"
 #include "engine/sampler.h"
-#include "model/qwen3vl.h"
+#include "model/runner.h"
 #include "tokenizer/tokenizer.h"
 #include "vision/image.h"
 #include "vision/preprocess.h"
@@ -17,7 +17,7 @@
 namespace ost {
 
 struct EngineOptions {
-  std::string device = "cpu";
+  std::string device = "auto";  // cpu | cuda | auto (cuda when a GPU is visible)
 };
 
 struct GenerateRequest {
@@ -68,13 +68,13 @@ class Engine {
   Result<std::vector<int32_t>> prompt_ids(const GenerateRequest& req, const std::vector<ImagePatches>& patches) const;
 
   const Tokenizer& tokenizer() const { return tokenizer_; }
-  Qwen3VLModel& model() { return *model_; }
+  ModelRunner& runner() { return *model_; }
   const std::string& model_dir() const { return dir_; }
 
  private:
   std::string dir_;
   Tokenizer tokenizer_;
-  std::unique_ptr<Qwen3VLModel> model_;
+  std::unique_ptr<ModelRunner> model_;
 };
 
 }  // namespace ost

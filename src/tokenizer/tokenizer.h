@@ -40,9 +40,8 @@ class Tokenizer {
   int32_t vocab_size() const;                                     // max id + 1
   bool is_special(int32_t id) const;
 
-  const tok::TokenizerImpl* impl() const { return impl_.get(); }
-
  private:
+  friend class StreamDecoder;
   explicit Tokenizer(std::shared_ptr<const tok::TokenizerImpl> impl) : impl_(std::move(impl)) {}
   std::shared_ptr<const tok::TokenizerImpl> impl_;
 };

@@ -1,0 +1,194 @@
+// matmul: y[n, O] = x[n, K] · W[O, K]ᵀ (+ bias), weights in bf16/f16/f32, fp32 arithmetic.
+//
+// Two paths:
+//  * gemv (n <= kGemvMaxRows, i.e. decode): weights are converted in registers as they stream
+//    from memory; threads split the output features. Memory-bound, so each weight is read once.
+//  * gemm (prefill, vision): a block of output features × a depth slice of W is converted once
+//    into an fp32 panel laid out [k][16 features] (in L2), then 6×16 register tiles of y are
+//    accumulated by broadcasting x values (the BLIS/Haswell micro-kernel shape: 12 accumulators,
+//    2 weight vectors, 1 broadcast). Threads split the output-feature blocks.
+// Summation order differs from PyTorch's only at fp32 rounding level.
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "backend/cpu/convert.h"
+#include "backend/ops.h"
+
+namespace ost::ops {
+namespace {
+
+using cpu::Conv;
+
+constexpr int kMR = 6;          // x rows per register tile
+constexpr int kNR = 16;         // output features per register tile (two ymm)
+constexpr int kKC = 256;        // depth of one packed slice: a 16-feature panel is 16 KB (L1)
+constexpr int kNCMax = 128;     // output features per packed block: 128 KB (L2)
+constexpr int64_t kGemvMaxRows = 4;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+template <WType T>
+void gemv(const float* x, int64_t n, const WeightView& w, const float* bias, float* y) {
+  using E = typename Conv<T>::elem;
+  const E* W = static_cast<const E*>(w.data);
+  const int64_t K = w.cols, O = w.rows;
+  const int64_t n_groups = ceil_div(O, 4);
+#pragma omp parallel for schedule(static) if (O * K >= (1 << 16))
+  for (int64_t g = 0; g < n_groups; ++g) {
+    const int64_t o0 = g * 4;
+    const int m = int(std::min<int64_t>(4, O - o0));
+    const E* wr[4];
+    for (int r = 0; r < 4; ++r) wr[r] = W + (o0 + std::min(r, m - 1)) * K;
+    for (int64_t i = 0; i < n; ++i) {
+      const float* xi = x + i * K;
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      int64_t k = 0;
+      for (; k + 8 <= K; k += 8) {
+        const __m256 xv = _mm256_loadu_ps(xi + k);
+        a0 = _mm256_fmadd_ps(xv, Conv<T>::load8(wr[0] + k), a0);
+        a1 = _mm256_fmadd_ps(xv, Conv<T>::load8(wr[1] + k), a1);
+        a2 = _mm256_fmadd_ps(xv, Conv<T>::load8(wr[2] + k), a2);
+        a3 = _mm256_fmadd_ps(xv, Conv<T>::load8(wr[3] + k), a3);
+      }
+      float s[4] = {cpu::hsum(a0), cpu::hsum(a1), cpu::hsum(a2), cpu::hsum(a3)};
+      for (; k < K; ++k)
+        for (int r = 0; r < 4; ++r) s[r] += xi[k] * Conv<T>::load1(wr[r] + k);
+      float* yi = y + i * O + o0;
+      for (int r = 0; r < m; ++r) yi[r] = bias ? s[r] + bias[o0 + r] : s[r];
+    }
+  }
+}
+
+// panel <- W[o0 .. o0+nb, k0 .. k0+kc) as fp32, one [kc][kNR] slab per 16 features, zero-padded
+// past nb. tmp: kc floats of scratch.
+template <WType T>
+void pack(const WeightView& w, int64_t o0, int nb, int64_t k0, int kc, float* panel, float* tmp) {
+  using E = typename Conv<T>::elem;
+  const E* W = static_cast<const E*>(w.data);
+  const int nb_padded = int(ceil_div(nb, kNR)) * kNR;
+  for (int r = 0; r < nb_padded; ++r) {
+    float* dst = panel + int64_t(r / kNR) * kc * kNR + (r % kNR);
+    if (r < nb) {
+      cpu::convert_f32<T>(W + (o0 + r) * w.cols + k0, kc, tmp);
+      for (int k = 0; k < kc; ++k) dst[k * kNR] = tmp[k];
+    } else {
+      for (int k = 0; k < kc; ++k) dst[k * kNR] = 0.0f;
+    }
+  }
+}
+
+// c[M][kNR] = x[M rows, stride ldx][0..kc) · panel[kc][kNR]. The 12 accumulators are named
+// variables, not an array: GCC spills arrays of vectors to the stack on every iteration.
+template <int M>
+void micro_kernel(const float* x, int64_t ldx, const float* panel, int kc, float* c) {
+  static_assert(M >= 1 && M <= kMR);
+  const __m256 z = _mm256_setzero_ps();
+  __m256 c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z;
+  __m256 c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z;
+  const float* x0 = x;
+  const float* x1 = x + (M > 1 ? 1 : 0) * ldx;
+  const float* x2 = x + (M > 2 ? 2 : 0) * ldx;
+  const float* x3 = x + (M > 3 ? 3 : 0) * ldx;
+  const float* x4 = x + (M > 4 ? 4 : 0) * ldx;
+  const float* x5 = x + (M > 5 ? 5 : 0) * ldx;
+#define OST_MK_ROW(r)                                   \
+  if constexpr (M > r) {                                \
+    const __m256 a = _mm256_broadcast_ss(x##r + k);     \
+    c##r##0 = _mm256_fmadd_ps(a, b0, c##r##0);          \
+    c##r##1 = _mm256_fmadd_ps(a, b1, c##r##1);          \
+  }
+  for (int k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_load_ps(panel + k * kNR);
+    const __m256 b1 = _mm256_load_ps(panel + k * kNR + 8);
+    OST_MK_ROW(0) OST_MK_ROW(1) OST_MK_ROW(2) OST_MK_ROW(3) OST_MK_ROW(4) OST_MK_ROW(5)
+  }
+#undef OST_MK_ROW
+#define OST_MK_STORE(r)                                 \
+  if constexpr (M > r) {                                \
+    _mm256_storeu_ps(c + r * kNR, c##r##0);             \
+    _mm256_storeu_ps(c + r * kNR + 8, c##r##1);         \
+  }
+  OST_MK_STORE(0) OST_MK_STORE(1) OST_MK_STORE(2) OST_MK_STORE(3) OST_MK_STORE(4) OST_MK_STORE(5)
+#undef OST_MK_STORE
+}
+
+void run_micro_kernel(int m, const float* x, int64_t ldx, const float* panel, int kc, float* c) {
+  switch (m) {
+    case 1: micro_kernel<1>(x, ldx, panel, kc, c); break;
+    case 2: micro_kernel<2>(x, ldx, panel, kc, c); break;
+    case 3: micro_kernel<3>(x, ldx, panel, kc, c); break;
+    case 4: micro_kernel<4>(x, ldx, panel, kc, c); break;
+    case 5: micro_kernel<5>(x, ldx, panel, kc, c); break;
+    default: micro_kernel<6>(x, ldx, panel, kc, c); break;
+  }
+}
+
+struct AlignedBuf {
+  explicit AlignedBuf(size_t n) : p(static_cast<float*>(std::aligned_alloc(64, (n * 4 + 63) / 64 * 64))) {}
+  ~AlignedBuf() { std::free(p); }
+  AlignedBuf(const AlignedBuf&) = delete;
+  AlignedBuf& operator=(const AlignedBuf&) = delete;
+  float* p;
+};
+
+template <WType T>
+void gemm(const float* x, int64_t n, const WeightView& w, const float* bias, float* y) {
+  const int64_t K = w.cols, O = w.rows;
+  // Enough feature blocks for every thread to get several, but no wider than kNCMax.
+  const int64_t threads = omp_get_max_threads();
+  const int64_t nc = std::clamp<int64_t>(ceil_div(ceil_div(O, 4 * threads), kNR) * kNR, kNR, kNCMax);
+  const int64_t n_blocks = ceil_div(O, nc);
+#pragma omp parallel if (n_blocks > 1 && n * O * K >= (1 << 16))
+  {
+    AlignedBuf panel(size_t(kNCMax) * kKC), tile(size_t(kMR) * kNR), tmp(kKC);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      const int64_t o0 = b * nc;
+      const int nb = int(std::min(nc, O - o0));
+      for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+        const int kc = int(std::min<int64_t>(kKC, K - k0));
+        const bool first = k0 == 0, last = k0 + kc == K;
+        pack<T>(w, o0, nb, k0, kc, panel.p, tmp.p);
+        for (int64_t i0 = 0; i0 < n; i0 += kMR) {
+          const int m = int(std::min<int64_t>(kMR, n - i0));
+          for (int p = 0; p * kNR < nb; ++p) {
+            run_micro_kernel(m, x + i0 * K + k0, K, panel.p + int64_t(p) * kc * kNR, kc, tile.p);
+            const int64_t oc = o0 + p * kNR;
+            const int cols = std::min(kNR, nb - p * kNR);
+            for (int r = 0; r < m; ++r) {
+              float* yr = y + (i0 + r) * O + oc;
+              const float* t = tile.p + r * kNR;
+              if (first)
+                for (int c = 0; c < cols; ++c) yr[c] = t[c];
+              else
+                for (int c = 0; c < cols; ++c) yr[c] += t[c];
+              if (last && bias)
+                for (int c = 0; c < cols; ++c) yr[c] += bias[oc + c];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void matmul(const float* x, int64_t n, const WeightView& w, const float* bias, float* y) {
+  if (n <= 0 || w.rows <= 0) return;
+  if (w.cols == 0) {  // empty reduction
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t o = 0; o < w.rows; ++o) y[i * w.rows + o] = bias ? bias[o] : 0.0f;
+    return;
+  }
+  cpu::dispatch(w.dtype, [&]<WType T>() {
+    if (n <= kGemvMaxRows)
+      gemv<T>(x, n, w, bias, y);
+    else
+      gemm<T>(x, n, w, bias, y);
+  });
+}
+
+}  // namespace ost::ops

@@ -1,0 +1,145 @@
+// CUDA kernels of the Qwen3-VL forward, bf16 activations with fp32 arithmetic inside each
+// kernel. Every launcher is `Status launch_<op>(const <Op>Params&, cudaStream_t)`; pointers are
+// device pointers. Each op has a CPU counterpart in backend/ops.h it is tested against
+// (tests/cuda/ops_test.cpp). Numerics follow the reference (spec §8): RMSNorm rounds to bf16
+// before the weight multiply, text RoPE uses bf16 cos/sin with bf16 products, residual adds are
+// bf16 adds.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "core/status.h"
+
+namespace ost::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// out[i, :] = table[ids[i], :]; table bf16 [vocab, d], out bf16 [n, d].
+struct EmbeddingParams {
+  const bf16* table = nullptr;
+  const int32_t* ids = nullptr;
+  bf16* out = nullptr;
+  int64_t n = 0, d = 0;
+};
+Status launch_embedding(const EmbeddingParams& p, cudaStream_t s);
+
+// dst[idx[r], :] = src[r, :] (add = false) or bf16(dst[idx[r], :] + src[r, :]) (add = true),
+// for r < n. dst, src bf16 with row length d.
+struct ScatterRowsParams {
+  bf16* dst = nullptr;
+  const bf16* src = nullptr;
+  const int32_t* idx = nullptr;
+  int64_t n = 0, d = 0;
+  bool add = false;
+};
+Status launch_scatter_rows(const ScatterRowsParams& p, cudaStream_t s);
+
+// Residual add + RMSNorm, one row per block:
+//   if delta: x = bf16(x + delta)          (x is updated in place)
+//   y = bf16(bf16(x · rsqrt(mean(x²) + eps)) · w)
+// x, delta, y bf16 [n, d]; w bf16 [d]. d must be a multiple of 8.
+struct AddRmsNormParams {
+  bf16* x = nullptr;
+  const bf16* delta = nullptr;
+  const bf16* w = nullptr;
+  bf16* y = nullptr;
+  int64_t n = 0;
+  int d = 0;
+  float eps = 1e-6f;
+};
+Status launch_add_rms_norm(const AddRmsNormParams& p, cudaStream_t s);
+
+// LayerNorm (biased variance) in fp32, y = bf16((x - mean) · rstd · w + b). x, y bf16 [n, d];
+// w, b bf16 [d]; y may be x. d must be a multiple of 8.
+struct LayerNormParams {
+  const bf16* x = nullptr;
+  const bf16* w = nullptr;
+  const bf16* b = nullptr;
+  bf16* y = nullptr;
+  int64_t n = 0;
+  int d = 0;
+  float eps = 1e-6f;
+};
+Status launch_layer_norm(const LayerNormParams& p, cudaStream_t s);
+
+// Text attention input: per head RMSNorm of q and k (weights [head_dim]), then interleaved
+// M-RoPE on both, q to q_out, k and v into the paged cache at slot[i] (row slot·n_kv + head).
+//   qkv: bf16 [n, (n_heads + 2·n_kv) · hd], the fused projection (q | k | v, head-major)
+//   pos: int32 [3][n] (t, h, w) M-RoPE ids; inv_freq f32 [hd/2]; axis int32 [hd/2] (0, 1, 2)
+//   q_out: bf16 [n, n_heads, hd]; k_cache, v_cache: bf16 [slots, n_kv, hd]
+struct QkNormRopeParams {
+  const bf16* qkv = nullptr;
+  const bf16* q_norm = nullptr;
+  const bf16* k_norm = nullptr;
+  const int32_t* pos = nullptr;
+  const float* inv_freq = nullptr;
+  const int32_t* axis = nullptr;
+  const int32_t* slot = nullptr;
+  bf16* q_out = nullptr;
+  bf16* k_cache = nullptr;
+  bf16* v_cache = nullptr;
+  int64_t n = 0;
+  int n_heads = 0, n_kv = 0, head_dim = 0;
+  float eps = 1e-6f;
+};
+Status launch_qk_norm_rope(const QkNormRopeParams& p, cudaStream_t s);
+
+// y = bf16(bf16(silu(gate)) · up) with gate = gu[i, 0:inter], up = gu[i, inter:2·inter].
+// gu bf16 [n, 2·inter], y bf16 [n, inter].
+struct SiluMulParams {
+  const bf16* gu = nullptr;
+  bf16* y = nullptr;
+  int64_t n = 0, inter = 0;
+};
+Status launch_silu_mul(const SiluMulParams& p, cudaStream_t s);
+
+// x = bf16(x + d) over n values.
+Status launch_add(bf16* x, const bf16* d, int64_t n, cudaStream_t s);
+
+// In place over n values, fp32 math: gelu with tanh (erf = false) or exact erf (erf = true).
+Status launch_gelu(bf16* x, int64_t n, bool erf, cudaStream_t s);
+
+// Vision 2-D rope in fp32 (rotate-half pairing), in place on n_heads heads of each row:
+// x row r at x + r·row_stride; cos, sin f32 [n, hd/2].
+struct RopeParams {
+  bf16* x = nullptr;
+  const float* cos = nullptr;
+  const float* sin = nullptr;
+  int64_t n = 0, row_stride = 0;
+  int n_heads = 0, head_dim = 0;
+};
+Status launch_rope(const RopeParams& p, cudaStream_t s);
+
+// Attention with fp32 softmax, one query row per block, grouped-query (query head h reads kv
+// head h / (n_heads / n_kv)). Two ways to address the keys of row i:
+//   paged (block_table != nullptr): the sequence row_seq[i] with its block table
+//     block_table[row_seq[i] · table_width + j / block_size]; keys 0 .. row_len[i]-1, rows of
+//     k, v = [slots, n_kv, hd] (causal masking is expressed by row_len = cache index + 1);
+//   dense: keys row_start[i] .. row_start[i] + row_len[i] - 1 at k + j·kv_stride (vision).
+// q row i at q + i·q_stride, out row i at out + i·out_stride (n_heads × hd each).
+struct AttentionParams {
+  const bf16* q = nullptr;
+  const bf16* k = nullptr;
+  const bf16* v = nullptr;
+  bf16* out = nullptr;
+  int64_t n = 0;
+  int n_heads = 0, n_kv = 0, head_dim = 0;
+  int64_t q_stride = 0, kv_stride = 0, out_stride = 0;
+  const int32_t* row_len = nullptr;
+  const int32_t* row_start = nullptr;  // dense only
+  const int32_t* row_seq = nullptr;    // paged only
+  const int32_t* block_table = nullptr;
+  int table_width = 0, block_size = 16;
+  float scale = 1.0f;
+};
+Status launch_attention(const AttentionParams& p, cudaStream_t s);
+
+// y f32 [n] = x bf16 [n].
+Status launch_bf16_to_f32(const bf16* x, float* y, int64_t n, cudaStream_t s);
+
+// out[r] = index of the largest of x[r, 0:d] (the first on ties), bf16 rows.
+Status launch_argmax(const bf16* x, int64_t rows, int64_t d, int32_t* out, cudaStream_t s);
+
+}  // namespace ost::cuda

@@ -1,0 +1,67 @@
+#include "model/runner.h"
+
+namespace ost {
+
+Result<std::vector<float>> ModelRunner::decode_batch(const std::vector<SequenceState*>& seqs,
+                                                     const std::vector<int32_t>& ids) {
+  if (seqs.size() != ids.size()) return make_error("decode_batch: %zu sequences, %zu ids", seqs.size(), ids.size());
+  const size_t vocab = size_t(config().text.vocab_size);
+  std::vector<float> out;
+  out.reserve(seqs.size() * vocab);
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    auto r = decode(*seqs[i], ids[i]);
+    if (!r) return Error{r.message()};
+    out.insert(out.end(), r->begin(), r->end());
+  }
+  return out;
+}
+
+namespace {
+
+class CpuSequence final : public SequenceState {
+ public:
+  explicit CpuSequence(KvCache c) : cache(std::move(c)) {}
+  int64_t length() const override { return cache.len; }
+  KvCache cache;
+};
+
+class CpuRunner final : public ModelRunner {
+ public:
+  explicit CpuRunner(std::unique_ptr<Qwen3VLModel> m) : m_(std::move(m)) {}
+  const ModelConfig& config() const override { return m_->config(); }
+  const GenerationConfig& generation() const override { return m_->generation(); }
+  const PreprocessorConfig& preprocessor() const override { return m_->preprocessor(); }
+  std::string device_name() const override { return "cpu"; }
+  Result<VisionOutput> encode_images(const VisionInput& in) override { return m_->encode_images(in); }
+  Result<std::unique_ptr<SequenceState>> new_sequence(int64_t capacity) override {
+    return std::unique_ptr<SequenceState>(new CpuSequence(m_->new_cache(capacity)));
+  }
+  Result<std::vector<float>> prefill(SequenceState& s, const std::vector<int32_t>& ids, const MropePositions& pos,
+                                     const VisionOutput* vision, bool all_logits) override {
+    return m_->prefill(static_cast<CpuSequence&>(s).cache, ids, pos, vision, all_logits);
+  }
+  Result<std::vector<float>> decode(SequenceState& s, int32_t id) override {
+    return m_->decode(static_cast<CpuSequence&>(s).cache, id);
+  }
+  void set_dump(DumpFn fn) override { m_->set_dump(std::move(fn)); }
+
+ private:
+  std::unique_ptr<Qwen3VLModel> m_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<ModelRunner>> load_cpu_runner(const std::string& dir) {
+  auto m = Qwen3VLModel::load(dir);
+  if (!m) return Error{m.message()};
+  return std::unique_ptr<ModelRunner>(new CpuRunner(std::move(*m)));
+}
+
+#ifndef OSTRAKON_HAVE_CUDA
+Result<std::unique_ptr<ModelRunner>> load_cuda_runner(const std::string&) {
+  return make_error("this build has no CUDA backend (built without nvcc); use --device cpu");
+}
+bool cuda_available() { return false; }
+#endif
+
+}  // namespace ost

@@ -1,0 +1,189 @@
+// The ostrakon binary on the seeded tiny model against the reference outputs of the fixtures.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "common/temp_dir.h"
+#include "core/file_util.h"
+#include "io/safetensors.h"
+
+namespace ost {
+namespace {
+
+using nlohmann::json;
+const std::string kTiny = std::string(OST_TEST_DATA) + "/qwen3vl-tiny";
+
+struct Output {
+  int code = -1;
+  std::string out;
+};
+
+// Runs a shell command; stdout captured, stderr folded in when asked.
+Output sh(const std::string& cmd) {
+  Output o;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return o;
+  char buf[65536];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) o.out.append(buf, n);
+  int st = pclose(p);
+  o.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return o;
+}
+
+std::string q(const std::string& s) {  // shell quoting
+  std::string r = "'";
+  for (char c : s) r += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return r + "'";
+}
+
+class RunGolden : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::TempDir();
+    std::string tok = std::string(OST_ASSETS) + "/qwen3/tokenizer.json";
+    ASSERT_TRUE(file_exists(tok)) << "run scripts/setup.sh to fetch " << tok;
+    auto r = sh(std::string(OST_BIN) + " make-test-model --quiet --config " + kTiny +
+                " --seed 20261124 --out " + model() + " --tokenizer " + tok + " 2>&1");
+    ASSERT_EQ(r.code, 0) << r.out;
+    golden_ = new json(json::parse(*read_file(kTiny + "/golden.json")));
+    auto st = SafetensorsFile::open(kTiny + "/golden.safetensors");
+    ASSERT_TRUE(st) << st.message();
+    tensors_ = new SafetensorsFile(std::move(*st));
+  }
+  static void TearDownTestSuite() {
+    delete dir_;
+    delete golden_;
+    delete tensors_;
+  }
+  static std::string model() { return *dir_ / "tiny"; }
+
+  static const TensorInfo& tensor(const std::string& name) {
+    for (auto& t : tensors_->tensors())
+      if (t.name == name) return t;
+    ADD_FAILURE() << "no golden tensor " << name;
+    static TensorInfo none;
+    return none;
+  }
+
+  // Runs a golden case with the exact flags of the acceptance check.
+  static json run_case(const std::string& name, const std::string& prompt) {
+    const json& c = (*golden_)["cases"][name];
+    std::string cmd = std::string(OST_BIN) + " run --model " + model();
+    for (auto& img : c["images"]) cmd += " --image " + kTiny + "/" + img.get<std::string>();
+    cmd += " --prompt " + q(prompt) +
+           " --temperature 0 --json --logprobs 8 --prompt-logprobs 8 --max-tokens 24 --ignore-eos";
+    auto r = sh(cmd);
+    EXPECT_EQ(r.code, 0) << r.out;
+    return json::parse(r.out);
+  }
+
+  void check_case(const std::string& name, const std::string& prompt) {
+    json out = run_case(name, prompt);
+    const json& c = (*golden_)["cases"][name];
+    const int T = c["num_prompt_tokens"];
+    EXPECT_EQ(out["prompt_tokens"].get<int>(), T);
+    if (c.contains("image_grid_thw")) EXPECT_EQ(out["image_grid_thw"], c["image_grid_thw"]);
+    const TensorInfo& ids = tensor(name + ".top8_ids");
+    const TensorInfo& lps = tensor(name + ".top8_logprobs");
+    ASSERT_EQ(ids.shape, (std::vector<int64_t>{T, 8}));
+    const auto* gid = reinterpret_cast<const int64_t*>(ids.data);
+    const auto* glp = reinterpret_cast<const float*>(lps.data);
+    ASSERT_EQ(out["prompt_top_logprobs"].size(), size_t(T));
+    double max_diff = 0;
+    int id_mismatch = 0;
+    for (int i = 0; i < T; ++i)
+      for (int k = 0; k < 8; ++k) {
+        const json& e = out["prompt_top_logprobs"][i][k];
+        id_mismatch += e["token_id"].get<int64_t>() != gid[i * 8 + k];
+        max_diff = std::max(max_diff, std::abs(e["logprob"].get<double>() - glp[i * 8 + k]));
+      }
+    EXPECT_EQ(id_mismatch, 0);
+    EXPECT_LT(max_diff, 1e-3);
+    std::printf("%s: %d prompt tokens, max |logprob diff| over the top-8 at every position %.2e\n",
+                name.c_str(), T, max_diff);
+    EXPECT_EQ(out["token_ids"], c["greedy_ids"]);
+    // The first generated token's top-8 is the last prompt position's.
+    EXPECT_EQ(out["logprobs"][0]["top_logprobs"], out["prompt_top_logprobs"][T - 1]);
+    EXPECT_EQ(out["completion_tokens"].get<int>(), 24);
+    EXPECT_EQ(out["finish_reason"], "length");
+  }
+
+  static testing::TempDir* dir_;
+  static json* golden_;
+  static SafetensorsFile* tensors_;
+};
+testing::TempDir* RunGolden::dir_ = nullptr;
+json* RunGolden::golden_ = nullptr;
+SafetensorsFile* RunGolden::tensors_ = nullptr;
+
+TEST_F(RunGolden, OneImageChinese) { check_case("one_image_zh", "请详细描述这张图片中的商品陈列情况。"); }
+TEST_F(RunGolden, TextOnlyEnglish) {
+  check_case("text_only_en", "List three ways to reduce food waste in a restaurant kitchen.");
+}
+TEST_F(RunGolden, TwoImages) {
+  check_case("two_images", "Compare the two pictures: which one is a promotion poster?");
+}
+
+TEST_F(RunGolden, SamplingIsDeterministicPerSeed) {
+  auto run = [&](int seed) {
+    auto r = sh(std::string(OST_BIN) + " run --model " + model() +
+                " --prompt hello --temperature 0.9 --top-p 0.95 --top-k 50 --max-tokens 16 --ignore-eos --json"
+                " --seed " + std::to_string(seed));
+    EXPECT_EQ(r.code, 0) << r.out;
+    return json::parse(r.out)["token_ids"];
+  };
+  auto a = run(7), b = run(7), c = run(8);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+  EXPECT_EQ(a.size(), 16u);
+}
+
+TEST_F(RunGolden, StopStringCutsTheAnswer) {
+  auto full = sh(std::string(OST_BIN) + " run --model " + model() +
+                 " --prompt hello --max-tokens 24 --ignore-eos --json");
+  ASSERT_EQ(full.code, 0) << full.out;
+  std::string text = json::parse(full.out)["text"];
+  ASSERT_GT(text.size(), 12u);
+  std::string stop = text.substr(6, 3);
+  auto cut = sh(std::string(OST_BIN) + " run --model " + model() + " --prompt hello --max-tokens 24 --ignore-eos --json --stop " + q(stop));
+  ASSERT_EQ(cut.code, 0) << cut.out;
+  json j = json::parse(cut.out);
+  EXPECT_EQ(j["finish_reason"], "stop");
+  EXPECT_EQ(j["text"].get<std::string>(), text.substr(0, text.find(stop)));
+}
+
+TEST_F(RunGolden, TokenizeCommand) {
+  auto r = sh(std::string(OST_BIN) + " tokenize --model " + model() + " --text " + q("Hello world"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(json::parse(r.out)["ids"], json::parse("[9707, 1879]"));
+}
+
+TEST_F(RunGolden, BadInputsGiveAClearMessageAndNonZeroExit) {
+  struct Case {
+    std::string args, expect;
+  };
+  testing::TempDir tmp;
+  ASSERT_TRUE(write_file(tmp / "junk.png", "this is not an image").is_ok());
+  std::vector<Case> cases = {
+      {" run --model /nonexistent --prompt hi", "does not exist"},
+      {" run --model " + model() + " --prompt hi --image /nonexistent.png", "/nonexistent.png"},
+      {" run --model " + model() + " --prompt hi --image " + (tmp / "junk.png"), "junk.png"},
+      {" run --model " + model() + " --prompt hi --max-tokens x", "max-tokens"},
+      {" run --model " + model() + " --prompt hi --top-p 0", "top-p"},
+      {" run --model " + model() + " --prompt hi --bogus", "unknown option --bogus"},
+      {" run --model " + model(), "--prompt"},
+      {" run --model " + model() + " --prompt hi --device tpu", "tpu"},
+      {" frobnicate", "unknown command"},
+  };
+  for (auto& c : cases) {
+    auto r = sh(std::string(OST_BIN) + c.args + " 2>&1");
+    EXPECT_NE(r.code, 0) << c.args;
+    EXPECT_NE(r.out.find(c.expect), std::string::npos) << c.args << "\n" << r.out;
+    EXPECT_EQ(r.out.find("Segmentation"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace ost
