@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PKGS=(build-essential cmake ninja-build pkg-config git ca-certificates
       libjpeg62-turbo-dev libpng-dev libwebp-dev libpcre2-dev libutf8proc-dev
       nlohmann-json3-dev libgtest-dev zlib1g-dev
-      python3 python3-numpy python3-pil)
+      python3 python3-numpy python3-pil chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

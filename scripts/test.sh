@@ -4,4 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build.sh
-cd build && ctest --output-on-failure -j2 "$@"
+(cd build && ctest --output-on-failure -j2 "$@")
+# The web UI in headless Chromium: upload a photo, pick a preset, get a streamed answer.
+(cd scripts/ui_test && npm install --no-audit --no-fund --silent)
+node scripts/ui_test/ui_test.mjs build/bin/ostrakon

@@ -11,9 +11,12 @@ struct Command {
 int cmd_run(int argc, char** argv);
 int cmd_tokenize(int argc, char** argv);
 int cmd_make_test_model(int argc, char** argv);
+int cmd_serve(int argc, char** argv);
+int cmd_bench(int argc, char** argv);
 
 inline std::vector<Command> commands() {
-  return {{"run", cmd_run}, {"tokenize", cmd_tokenize}, {"make-test-model", cmd_make_test_model}};
+  return {{"run", cmd_run}, {"tokenize", cmd_tokenize}, {"make-test-model", cmd_make_test_model},
+          {"serve", cmd_serve},         {"bench", cmd_bench}};
 }
 
 }  // namespace ost::tools

@@ -34,8 +34,7 @@ void rms_norm(const float* x, int64_t n, int64_t d, const float* w, float eps, f
 
 // LayerNorm over the last dim (biased variance): y = (x - mean) / sqrt(var + eps) * w + b.
 // y may be x.
-void layer_norm(const float* x, int64_t n, int64_t d, const float* w, const float* b, float eps,
-                float* y);
+void layer_norm(const float* x, int64_t n, int64_t d, const float* w, const float* b, float eps, float* y);
 
 // In place, elementwise over n values.
 void gelu_tanh(float* x, int64_t n);  // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
@@ -53,8 +52,8 @@ void add(const float* a, const float* b, int64_t n, float* y);
 // x: n_rows tokens, row r starts at x + r·row_stride and holds n_heads heads of head_dim.
 // cos, sin: f32 [n_rows, head_dim/2], the angle of frequency slot d for that token. Text M-RoPE
 // and the vision 2-D rope differ only in how the model builds these tables.
-void rope(float* x, int64_t n_rows, int n_heads, int head_dim, int64_t row_stride,
-          const float* cos, const float* sin);
+void rope(float* x, int64_t n_rows, int n_heads, int head_dim, int64_t row_stride, const float* cos,
+          const float* sin);
 
 // Scaled dot-product attention, softmax in fp32, grouped-query (query head h reads kv head
 // h / (n_heads / n_kv_heads)).
@@ -75,8 +74,7 @@ struct AttentionParams {
   int64_t q_pos0 = 0;
   float scale = 1.0f;
 };
-void attention(const AttentionParams& p, const float* q, const float* k, const float* v,
-               float* out);
+void attention(const AttentionParams& p, const float* q, const float* k, const float* v, float* out);
 
 // Row-wise softmax / log-softmax over [n, d]. y may be x.
 void softmax(const float* x, int64_t n, int64_t d, float* y);

@@ -5,6 +5,7 @@
 // Threading: owned by the engine thread; no locking. Block ids index the KV pool that a paged
 // runner would address through a sequence's block table.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <list>
 #include <unordered_map>

@@ -57,8 +57,9 @@ StepPlan Scheduler::schedule() {
     if (placed) ++i;
   }
 
-  // Admit waiting sequences FIFO (a preempted one is at the front).
-  while (!waiting_.empty() && budget > 0 && int(running_.size()) < opt_.max_running) {
+  // Admit waiting sequences FIFO (a preempted one is at the front), but not in a step that
+  // had to preempt: blocks are short, and re-admitting the victim at once would only thrash.
+  while (plan.preempted.empty() && !waiting_.empty() && budget > 0 && int(running_.size()) < opt_.max_running) {
     SchedSeq* s = waiting_.front();
     if (!admit(s, budget, plan)) break;
     waiting_.pop_front();

@@ -39,9 +39,10 @@ Result<MropePositions> compute_mrope_positions(const std::vector<int32_t>& ids,
     const int64_t ed = i + 1;  // first <|image_pad|>
     for (int64_t j = ed; j < ed + count; ++j)
       if (j >= L || ids[j] != cfg.image_token_id)
-        return make_error("mrope positions: image %zu (grid %d×%d×%d) needs %lld <|image_pad|> "
-                          "tokens, the prompt has %lld", img, t, gh, gw, (long long)count,
-                          (long long)(j - ed));
+        return make_error(
+            "mrope positions: image %zu (grid %d×%d×%d) needs %lld <|image_pad|> "
+            "tokens, the prompt has %lld",
+            img, t, gh, gw, (long long)count, (long long)(j - ed));
     text_run(st, ed);
     const int64_t base = next;
     int64_t j = ed;
@@ -59,19 +60,20 @@ Result<MropePositions> compute_mrope_positions(const std::vector<int32_t>& ids,
     i = st - 1;
   }
   if (img != grid_thw.size())
-    return make_error("mrope positions: %zu image grids given but the prompt has %zu images",
-                      grid_thw.size(), img);
+    return make_error("mrope positions: %zu image grids given but the prompt has %zu images", grid_thw.size(),
+                      img);
   const int64_t pads = std::count(ids.begin(), ids.end(), cfg.image_token_id);
   if (pads != image_tokens)
-    return make_error("mrope positions: %lld <|image_pad|> tokens are outside any "
-                      "<|vision_start|> image span", (long long)(pads - image_tokens));
+    return make_error(
+        "mrope positions: %lld <|image_pad|> tokens are outside any "
+        "<|vision_start|> image span",
+        (long long)(pads - image_tokens));
   text_run(st, L);
   out.rope_delta = next - L;
   return out;
 }
 
-void mrope_tables(const TextConfig& c, const int64_t* const pos[3], int64_t n, float* cos,
-                  float* sin) {
+void mrope_tables(const TextConfig& c, const int64_t* const pos[3], int64_t n, float* cos, float* sin) {
   const int half = c.head_dim / 2;
   std::vector<float> inv(static_cast<size_t>(half));
   std::vector<int> axis(static_cast<size_t>(half));

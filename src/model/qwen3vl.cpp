@@ -43,8 +43,8 @@ KvCache Qwen3VLModel::new_cache(int64_t capacity) const {
 }
 
 Result<std::vector<float>> Qwen3VLModel::prefill(KvCache& cache, const std::vector<int32_t>& ids,
-                                                 const MropePositions& pos,
-                                                 const VisionOutput* vision, bool all_logits) {
+                                                 const MropePositions& pos, const VisionOutput* vision,
+                                                 bool all_logits) {
   const ModelConfig& cfg = cfg_.model;
   const int64_t n = int64_t(ids.size()), H = cfg.text.hidden_size, V = cfg.text.vocab_size;
   if (n == 0) return make_error("prefill: no tokens");
@@ -53,17 +53,19 @@ Result<std::vector<float>> Qwen3VLModel::prefill(KvCache& cache, const std::vect
   if (cache.k.size() != size_t(cfg.text.num_layers))
     return make_error("prefill: the KV cache was not made by this model");
   if (cache.len + n > cache.capacity)
-    return make_error("prefill: %lld tokens do not fit the KV cache (%lld of %lld used)",
-                      (long long)n, (long long)cache.len, (long long)cache.capacity);
+    return make_error("prefill: %lld tokens do not fit the KV cache (%lld of %lld used)", (long long)n,
+                      (long long)cache.len, (long long)cache.capacity);
   for (int64_t i = 0; i < n; ++i)
     if (ids[i] < 0 || ids[i] >= V)
-      return make_error("prefill: token id %d at %lld is outside the vocabulary (%lld)", ids[i],
-                        (long long)i, (long long)V);
+      return make_error("prefill: token id %d at %lld is outside the vocabulary (%lld)", ids[i], (long long)i,
+                        (long long)V);
   const int64_t pads = std::count(ids.begin(), ids.end(), cfg.image_token_id);
   const int64_t rows = vision ? vision->n_merged : 0;
   if (pads != rows)
-    return make_error("prefill: the prompt has %lld <|image_pad|> tokens but %lld image "
-                      "embeddings were given", (long long)pads, (long long)rows);
+    return make_error(
+        "prefill: the prompt has %lld <|image_pad|> tokens but %lld image "
+        "embeddings were given",
+        (long long)pads, (long long)rows);
   if (vision) {
     if (int64_t(vision->embeds.size()) != rows * H ||
         vision->deepstack.size() != cfg.vision.deepstack_visual_indexes.size())

@@ -33,7 +33,7 @@ struct VisionOutput {
 struct MropePositions {
   std::vector<int64_t> pos;  // [3][n]: axis-major (t, h, w)
   int64_t n = 0;
-  int64_t rope_delta = 0;    // decode position = cache length + rope_delta
+  int64_t rope_delta = 0;  // decode position = cache length + rope_delta
 };
 
 // The reference's get_rope_index for one unpadded sequence: an image span is <|vision_start|>
@@ -84,8 +84,7 @@ class Qwen3VLModel {
   // tokens after decoder layers 0..k-1. Writes K/V, sets cache.rope_delta = pos.rope_delta.
   // Returns logits f32 [n, vocab] if all_logits, else [1, vocab] for the last token.
   Result<std::vector<float>> prefill(KvCache& cache, const std::vector<int32_t>& ids,
-                                     const MropePositions& pos, const VisionOutput* vision,
-                                     bool all_logits);
+                                     const MropePositions& pos, const VisionOutput* vision, bool all_logits);
 
   // One token at position cache.len + cache.rope_delta (all three axes). Logits f32 [1, vocab].
   Result<std::vector<float>> decode(KvCache& cache, int32_t id);

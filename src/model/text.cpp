@@ -12,8 +12,8 @@
 
 namespace ost {
 
-Status text_forward(const ModelConfig& cfg, const TextWeights& w, KvCache& cache,
-                    const TextBatch& b, const Dumper& dump, float* logits) {
+Status text_forward(const ModelConfig& cfg, const TextWeights& w, KvCache& cache, const TextBatch& b,
+                    const Dumper& dump, float* logits) {
   const TextConfig& c = cfg.text;
   const int64_t n = b.n, H = c.hidden_size, D = c.head_dim, I = c.intermediate_size;
   const int64_t Q = int64_t(c.num_heads) * D, KV = int64_t(c.num_kv_heads) * D;
@@ -24,7 +24,7 @@ Status text_forward(const ModelConfig& cfg, const TextWeights& w, KvCache& cache
   // Embeddings, then the image rows in place of the <|image_pad|> tokens.
   std::vector<float> x(size_t(n * H));  // f32 [n, hidden], the residual stream
   ops::embedding(w.embed, b.ids, n, x.data());
-  std::vector<int64_t> image_tok;       // batch indices of the <|image_pad|> tokens
+  std::vector<int64_t> image_tok;  // batch indices of the <|image_pad|> tokens
   if (b.n_image_rows > 0) {
     for (int64_t i = 0; i < n; ++i)
       if (b.ids[i] == cfg.image_token_id) image_tok.push_back(i);
@@ -37,9 +37,9 @@ Status text_forward(const ModelConfig& cfg, const TextWeights& w, KvCache& cache
   std::vector<float> cos(size_t(n * D / 2)), sin(size_t(n * D / 2));  // f32 [n, hd/2]
   mrope_tables(c, b.pos, n, cos.data(), sin.data());
 
-  std::vector<float> h(size_t(n * H));     // f32 [n, hidden], scratch
-  std::vector<float> q(size_t(n * Q));     // f32 [n, heads, hd]
-  std::vector<float> attn(size_t(n * Q));  // f32 [n, heads, hd]
+  std::vector<float> h(size_t(n * H));                        // f32 [n, hidden], scratch
+  std::vector<float> q(size_t(n * Q));                        // f32 [n, heads, hd]
+  std::vector<float> attn(size_t(n * Q));                     // f32 [n, heads, hd]
   std::vector<float> gate(size_t(n * I)), up(size_t(n * I));  // f32 [n, inter]
   for (int l = 0; l < c.num_layers; ++l) {
     const TextLayerWeights& L = w.layers[size_t(l)];

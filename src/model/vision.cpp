@@ -30,8 +30,7 @@ void for_each_patch_merge_order(int h, int w, int m, F&& f) {
 // Learned absolute position embedding, resampled bilinearly (align_corners) from the ng×ng
 // table onto each image's grid, in fp32: src = i·(ng-1)/(n-1).
 // out: f32 [N, hidden] in merge-block order, repeated for each of the t frames.
-void pos_embed(const VisionConfig& c, const VisionWeights& w, const std::vector<Grid>& grids,
-               float* out) {
+void pos_embed(const VisionConfig& c, const VisionWeights& w, const std::vector<Grid>& grids, float* out) {
   const int64_t H = c.hidden_size;
   const int ng = w.pos_grid, m = c.spatial_merge_size;
   std::vector<float> rows(size_t(4 * H));  // the 4 table rows of one patch, fp32
@@ -61,8 +60,7 @@ void pos_embed(const VisionConfig& c, const VisionWeights& w, const std::vector<
         for (int q = 0; q < 4; ++q) ops::weight_row_f32(w.pos_embed, idx[q], rows.data() + q * H);
         float* dst = frame.data() + (int64_t(i) * g.w + j) * H;
         for (int64_t d = 0; d < H; ++d)
-          dst[d] = wt[0] * rows[d] + wt[1] * rows[H + d] + wt[2] * rows[2 * H + d] +
-                   wt[3] * rows[3 * H + d];
+          dst[d] = wt[0] * rows[d] + wt[1] * rows[H + d] + wt[2] * rows[2 * H + d] + wt[3] * rows[3 * H + d];
       }
     for (int t = 0; t < g.t; ++t)
       for_each_patch_merge_order(g.h, g.w, m, [&](int r, int col) {
@@ -78,8 +76,7 @@ void pos_embed(const VisionConfig& c, const VisionWeights& w, const std::vector<
 void rope_tables(const VisionConfig& c, const std::vector<Grid>& grids, float* cos, float* sin) {
   const int half = c.head_dim() / 2, quarter = half / 2;
   std::vector<float> inv(static_cast<size_t>(quarter));
-  for (int k = 0; k < quarter; ++k)
-    inv[k] = 1.0f / std::pow(float(c.rope_theta), float(2 * k) / float(half));
+  for (int k = 0; k < quarter; ++k) inv[k] = 1.0f / std::pow(float(c.rope_theta), float(2 * k) / float(half));
   int64_t n = 0;
   for (const Grid& g : grids)
     for (int t = 0; t < g.t; ++t)
@@ -97,8 +94,8 @@ void rope_tables(const VisionConfig& c, const std::vector<Grid>& grids, float* c
 
 // x: f32 [N, hidden] -> f32 [N/m², out_hidden]. The final merger normalises each patch before
 // the merge; the deepstack mergers normalise the merged 4·hidden vector.
-std::vector<float> merger(const VisionConfig& c, const MergerWeights& w, const float* x,
-                          int64_t N, bool norm_after_merge) {
+std::vector<float> merger(const VisionConfig& c, const MergerWeights& w, const float* x, int64_t N,
+                          bool norm_after_merge) {
   const int64_t H = c.hidden_size, D = c.merged_dim(), M = N * H / D;
   std::vector<float> y(size_t(N * H));  // f32 [N, hidden] == [M, 4·hidden]
   if (norm_after_merge)
@@ -115,8 +112,8 @@ std::vector<float> merger(const VisionConfig& c, const MergerWeights& w, const f
 
 }  // namespace
 
-Result<VisionOutput> vision_forward(const VisionConfig& c, const VisionWeights& w,
-                                    const VisionInput& in, const Dumper& dump) {
+Result<VisionOutput> vision_forward(const VisionConfig& c, const VisionWeights& w, const VisionInput& in,
+                                    const Dumper& dump) {
   const int m = c.spatial_merge_size;
   if (in.grid_thw.empty()) return make_error("encode_images: no image grid given");
   std::vector<Grid> grids;
@@ -124,14 +121,16 @@ Result<VisionOutput> vision_forward(const VisionConfig& c, const VisionWeights& 
   for (size_t i = 0; i < in.grid_thw.size(); ++i) {
     const auto [t, h, wd] = in.grid_thw[i];
     if (t <= 0 || h <= 0 || wd <= 0 || h % m != 0 || wd % m != 0)
-      return make_error("encode_images: image %zu has grid (%d, %d, %d); t, h, w must be positive "
-                        "and h, w multiples of %d", i, t, h, wd, m);
+      return make_error(
+          "encode_images: image %zu has grid (%d, %d, %d); t, h, w must be positive "
+          "and h, w multiples of %d",
+          i, t, h, wd, m);
     grids.push_back({t, h, wd});
     total += int64_t(t) * h * wd;
   }
   if (total != in.num_patches)
-    return make_error("encode_images: the grids cover %lld patches but %lld were given",
-                      (long long)total, (long long)in.num_patches);
+    return make_error("encode_images: the grids cover %lld patches but %lld were given", (long long)total,
+                      (long long)in.num_patches);
   if (!in.pixel_values) return make_error("encode_images: pixel_values is null");
 
   const int64_t N = in.num_patches, H = c.hidden_size, I = c.intermediate_size;

@@ -7,10 +7,14 @@ namespace {
 
 Result<ops::WType> weight_type(const TensorInfo& t) {
   switch (t.dtype) {
-    case DType::BF16: return ops::WType::BF16;
-    case DType::F16: return ops::WType::F16;
-    case DType::F32: return ops::WType::F32;
-    default: return make_error("tensor %s: dtype %s is not supported", t.name.c_str(), dtype_name(t.dtype));
+    case DType::BF16:
+      return ops::WType::BF16;
+    case DType::F16:
+      return ops::WType::F16;
+    case DType::F32:
+      return ops::WType::F32;
+    default:
+      return make_error("tensor %s: dtype %s is not supported", t.name.c_str(), dtype_name(t.dtype));
   }
 }
 

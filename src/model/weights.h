@@ -14,7 +14,7 @@ namespace ost {
 using ops::WeightView;
 
 struct Linear {
-  WeightView w;        // [out, in]
+  WeightView w;          // [out, in]
   std::vector<float> b;  // f32 [out], empty when the layer has no bias
   const float* bias() const { return b.empty() ? nullptr : b.data(); }
 };
@@ -25,21 +25,21 @@ struct Norm {
 };
 
 struct VisionBlockWeights {
-  Norm norm1, norm2;         // LayerNorm [hidden]
-  Linear qkv;                // [3·hidden, hidden]: rows q | k | v, head-major inside each
-  Linear proj;               // [hidden, hidden]
-  Linear fc1, fc2;           // [inter, hidden], [hidden, inter]
+  Norm norm1, norm2;  // LayerNorm [hidden]
+  Linear qkv;         // [3·hidden, hidden]: rows q | k | v, head-major inside each
+  Linear proj;        // [hidden, hidden]
+  Linear fc1, fc2;    // [inter, hidden], [hidden, inter]
 };
 
 struct MergerWeights {
-  Norm norm;                 // [hidden] (final merger) or [4·hidden] (deepstack mergers)
-  Linear fc1, fc2;           // [4·hidden, 4·hidden], [out_hidden, 4·hidden]
+  Norm norm;        // [hidden] (final merger) or [4·hidden] (deepstack mergers)
+  Linear fc1, fc2;  // [4·hidden, 4·hidden], [out_hidden, 4·hidden]
 };
 
 struct VisionWeights {
-  Linear patch;              // Conv3d [hidden, C·T·P·P] seen as a matrix over flattened patches
-  WeightView pos_embed;      // [num_position_embeddings, hidden], a square grid of side ng
-  int pos_grid = 0;          // ng
+  Linear patch;          // Conv3d [hidden, C·T·P·P] seen as a matrix over flattened patches
+  WeightView pos_embed;  // [num_position_embeddings, hidden], a square grid of side ng
+  int pos_grid = 0;      // ng
   std::vector<VisionBlockWeights> blocks;
   MergerWeights merger;
   std::vector<MergerWeights> deepstack;  // deepstack_merger_list.j, tapped after block idx[j]
@@ -53,9 +53,9 @@ struct TextLayerWeights {
 };
 
 struct TextWeights {
-  WeightView embed;    // [vocab, hidden]
+  WeightView embed;         // [vocab, hidden]
   std::vector<float> norm;  // final RMSNorm [hidden]
-  WeightView lm_head;  // [vocab, hidden] (= embed when tied)
+  WeightView lm_head;       // [vocab, hidden] (= embed when tied)
   std::vector<TextLayerWeights> layers;
 };
 

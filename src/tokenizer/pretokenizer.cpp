@@ -104,14 +104,14 @@ void PreTokenizer::split(std::string_view text, std::vector<std::string_view>& p
     int rc;
     if (use_jit) {
       rc = pcre2_jit_match(re_->code, subject, n, pos, 0, md, nullptr);
-      if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {  // pathological input: the interpreter has no such limit
+      if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) {  // e.g. the JIT stack limit: the interpreter has none
         use_jit = false;
         continue;
       }
     } else {
       rc = pcre2_match(re_->code, subject, n, pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md, nullptr);
     }
-    if (rc < 0) break;  // no further match: the rest is one gap piece
+    if (rc < 0) break;  // no further match (or a matcher error): the rest is one gap piece
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
     const size_t s = ov[0], e = ov[1];
     if (e == s) {

@@ -10,8 +10,11 @@ namespace ost {
 using tok::TokenizerImpl;
 
 Result<Tokenizer> Tokenizer::load(const std::string& tokenizer_json_path) {
+  if (is_directory(tokenizer_json_path)) {
+    return make_error("tokenizer: %s is a directory, not a tokenizer.json file", tokenizer_json_path.c_str());
+  }
   if (!file_exists(tokenizer_json_path)) {
-    return make_error("tokenizer: %s does not exist (run scripts/setup.sh to fetch it)",
+    return make_error("tokenizer: %s does not exist (scripts/setup.sh fetches the Qwen3 one)",
                       tokenizer_json_path.c_str());
   }
   auto text = read_file(tokenizer_json_path);

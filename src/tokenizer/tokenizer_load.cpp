@@ -190,16 +190,25 @@ Result<TokenizerImpl> build(const json& root) {
   impl.bpe = std::move(*bpe);
 
   // HF ignores the ids written for added tokens: a token already in the vocab keeps its vocab
-  // id, the others are numbered on from the vocab size in file order. Refuse files where that
-  // differs from the written id, since the model was trained with one of them only.
+  // id, the others are numbered on from the vocab size in file order (AddedVocabulary::
+  // add_tokens). Refuse files where that differs from the written id, since the model was
+  // trained with one of the two only.
   {
     const int32_t model_size = int32_t(impl.token_ids.size());
-    int32_t next_id = model_size;
+    int32_t max_added = -1;
     std::unordered_map<std::string, int32_t> seen;
     for (const AddedToken& a : *added) {
       if (a.content.empty() || seen.count(a.content)) continue;
       auto in_vocab = impl.token_ids.find(a.content);
-      const int32_t hf_id = in_vocab != impl.token_ids.end() ? in_vocab->second : next_id++;
+      int32_t hf_id;
+      if (in_vocab != impl.token_ids.end()) {
+        hf_id = in_vocab->second;
+      } else if (max_added >= 0 && (max_added >= model_size || model_size == 0)) {
+        hf_id = max_added + 1;
+      } else {
+        hf_id = model_size;
+      }
+      max_added = std::max(max_added, hf_id);
       seen.emplace(a.content, hf_id);
       if (hf_id != a.id) {
         return make_error("added token \"%s\" has id %d, but Hugging Face would number it %d",

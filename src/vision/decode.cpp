@@ -13,7 +13,7 @@ Status check_pixel_limit(int64_t width, int64_t height, const DecodeLimits& limi
     return make_error("image has an empty size %lldx%lld", static_cast<long long>(width),
                       static_cast<long long>(height));
   }
-  if (width * height > limits.max_pixels) {
+  if (width > limits.max_pixels / height) {  // width * height > max_pixels, without overflow
     return make_error("image %lldx%lld exceeds the pixel limit (%lld pixels)",
                       static_cast<long long>(width), static_cast<long long>(height),
                       static_cast<long long>(limits.max_pixels));

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <jpeglib.h>
+#include <jerror.h>
 
 #include "vision/decode_internal.h"
 
@@ -30,8 +31,6 @@ struct JpegCtx {
   char message[JMSG_LENGTH_MAX];
   bool hit_eof;
 };
-
-const JOCTET kFakeEoi[2] = {0xFF, JPEG_EOI};
 
 JpegCtx* ctx_of(j_common_ptr cinfo) { return static_cast<JpegCtx*>(cinfo->client_data); }
 
@@ -56,13 +55,13 @@ void on_progress(j_common_ptr cinfo) {
 void src_init(j_decompress_ptr) {}
 void src_term(j_decompress_ptr) {}
 
-// The whole file is in the buffer from the start, so a refill means the data ran out: note
-// it (PIL refuses such files: "image file is truncated") and feed an EOI so libjpeg stops.
+// The whole file is in the buffer from the start, so a refill means the data ran out. PIL
+// refuses such files ("image file is truncated", even when only the EOI is missing), so stop
+// here rather than let libjpeg pad the rest of the image with gray.
 boolean src_fill(j_decompress_ptr cinfo) {
   ctx_of(reinterpret_cast<j_common_ptr>(cinfo))->hit_eof = true;
-  cinfo->src->next_input_byte = kFakeEoi;
-  cinfo->src->bytes_in_buffer = 2;
-  return TRUE;
+  ERREXIT(cinfo, JERR_INPUT_EOF);
+  return FALSE;  // not reached
 }
 
 void src_skip(j_decompress_ptr cinfo, long n) {

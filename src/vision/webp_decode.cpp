@@ -82,7 +82,9 @@ VP8StatusCode decode_rgb(const uint8_t* data, size_t size, uint8_t* dst, size_t 
 }  // namespace
 
 Result<Decoded> decode_webp(const uint8_t* data, size_t size, const DecodeLimits& limits) {
-  if (size < 12) return make_error("truncated WebP");
+  // PIL's WebPAnimDecoder demuxes the whole file and refuses one cut short, even when the
+  // cut only loses later animation frames.
+  if (size < 12 || 8 + uint64_t(le32(data + 4)) > size) return make_error("truncated WebP");
   WebPBitstreamFeatures feat;
   VP8StatusCode st = WebPGetFeatures(data, size, &feat);
   if (st != VP8_STATUS_OK) return webp_error(st);

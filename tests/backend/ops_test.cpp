@@ -1,19 +1,19 @@
 // Each CPU op against a naive double-precision reference on random inputs of several shapes.
-#include <gtest/gtest.h>
+#include "backend/ops.h"
 
+#include <gtest/gtest.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <ctime>
-#include <cmath>
 #include <cstring>
+#include <ctime>
 #include <random>
 #include <vector>
 
-#include "backend/ops.h"
 #include "core/bf16.h"
 
 namespace ost::ops {
@@ -93,8 +93,8 @@ struct MatmulShape {
 };
 
 TEST(Ops, MatmulAgainstDouble) {
-  const MatmulShape shapes[] = {{1, 64, 151},  {2, 37, 19},   {3, 8, 5},     {4, 130, 67},
-                                {5, 64, 64},   {6, 300, 129}, {7, 257, 33},  {13, 1536, 64},
+  const MatmulShape shapes[] = {{1, 64, 151},  {2, 37, 19},     {3, 8, 5},     {4, 130, 67},
+                                {5, 64, 64},   {6, 300, 129},   {7, 257, 33},  {13, 1536, 64},
                                 {64, 64, 160}, {100, 520, 300}, {1, 4096, 40}, {33, 1, 17}};
   uint32_t seed = 10;
   for (WType t : {WType::BF16, WType::F16, WType::F32}) {
@@ -118,8 +118,8 @@ TEST(Ops, MatmulAgainstDouble) {
             const double tol = 4.0 * 6e-8 * std::sqrt(double(s.k) + 1.0) * mag + 1e-30;
             const double err = std::fabs(y[i * s.o + o] - ref);
             worst = std::max(worst, err / tol);
-            ASSERT_LE(err, tol) << wname(t) << " n=" << s.n << " k=" << s.k << " o=" << s.o
-                                << " at (" << i << "," << o << ")";
+            ASSERT_LE(err, tol) << wname(t) << " n=" << s.n << " k=" << s.k << " o=" << s.o << " at (" << i
+                                << "," << o << ")";
           }
         EXPECT_LE(worst, 1.0);
       }
@@ -178,8 +178,8 @@ TEST(Ops, Activations) {
 }
 
 TEST(Ops, Rope) {
-  for (auto [rows, heads, hd, stride] : {std::tuple<int64_t, int, int, int64_t>{5, 4, 32, 128},
-                                        {9, 2, 16, 96}, {1, 32, 128, 4096}}) {
+  for (auto [rows, heads, hd, stride] :
+       {std::tuple<int64_t, int, int, int64_t>{5, 4, 32, 128}, {9, 2, 16, 96}, {1, 32, 128, 4096}}) {
     std::vector<float> x = randn(size_t(rows * stride), 6), orig = x;
     std::vector<float> ang = randn(size_t(rows * hd / 2), 7, 10.0f), c(ang.size()), s(ang.size());
     for (size_t i = 0; i < ang.size(); ++i) {
@@ -201,9 +201,8 @@ TEST(Ops, Rope) {
   }
 }
 
-void attention_reference(const AttentionParams& p, const std::vector<float>& q,
-                         const std::vector<float>& k, const std::vector<float>& v,
-                         std::vector<double>& out) {
+void attention_reference(const AttentionParams& p, const std::vector<float>& q, const std::vector<float>& k,
+                         const std::vector<float>& v, std::vector<double>& out) {
   const int D = p.head_dim, group = p.n_heads / p.n_kv_heads;
   for (int64_t i = 0; i < p.n_q; ++i)
     for (int h = 0; h < p.n_heads; ++h) {
@@ -236,13 +235,13 @@ TEST(Ops, Attention) {
     int64_t q_extra;  // extra floats per q row (strided input)
   };
   const Case cases[] = {
-      {20, 20, 4, 2, 32, true, 0, 0},    // prefill, GQA
-      {1, 37, 4, 2, 32, true, 36, 0},    // decode step
-      {5, 45, 8, 2, 16, true, 40, 3},    // chunk after a cached prefix
-      {64, 64, 4, 4, 16, false, 0, 128}, // vision: q/k/v packed in one qkv row
+      {20, 20, 4, 2, 32, true, 0, 0},     // prefill, GQA
+      {1, 37, 4, 2, 32, true, 36, 0},     // decode step
+      {5, 45, 8, 2, 16, true, 40, 3},     // chunk after a cached prefix
+      {64, 64, 4, 4, 16, false, 0, 128},  // vision: q/k/v packed in one qkv row
       {3, 300, 2, 1, 72, false, 0, 0},
-      {37, 50, 6, 3, 20, true, 13, 0},   // head dim not a multiple of 8: scalar path
-      {17, 17, 32, 1, 8, true, 0, 0},    // 32 query heads on one kv head
+      {37, 50, 6, 3, 20, true, 13, 0},  // head dim not a multiple of 8: scalar path
+      {17, 17, 32, 1, 8, true, 0, 0},   // 32 query heads on one kv head
       {9, 9, 4, 4, 8, false, 0, 0},
   };
   uint32_t seed = 100;
@@ -315,7 +314,7 @@ TEST(OpsBench, DISABLED_Matmul) {
     int64_t n, k, o;
   };
   const Shape shapes[] = {
-      {"text q_proj prefill 256", 256, 4096, 4096}, {"text gate prefill 256", 256, 4096, 12288},
+      {"text q_proj prefill 256", 256, 4096, 4096},  {"text gate prefill 256", 256, 4096, 12288},
       {"vision fc1 1024 patches", 1024, 1152, 4304}, {"vision qkv 1024 patches", 1024, 1152, 3456},
       {"text gate decode", 1, 4096, 12288},          {"lm_head decode", 1, 4096, 151936},
   };
@@ -323,27 +322,28 @@ TEST(OpsBench, DISABLED_Matmul) {
     TestWeight w = make_weight(WType::BF16, s.o, s.k, 1);
     std::vector<float> x = randn(size_t(s.n * s.k), 2), y(size_t(s.n * s.o));
     matmul(x.data(), s.n, w.view(), nullptr, y.data());  // warm up
-    int reps = 0;
-    const double t0 = now_s();
-    double t = 0;
-    do {
+    double t = 1e30, cpu = 1e30;                         // best of several runs (the machine may be shared)
+    for (int rep = 0; rep < 5; ++rep) {
+      const double t0 = now_s();
+      const std::clock_t c0 = std::clock();
       matmul(x.data(), s.n, w.view(), nullptr, y.data());
-      ++reps;
-      t = now_s() - t0;
-    } while (t < 1.0);
-    t /= reps;
+      t = std::min(t, now_s() - t0);
+      cpu = std::min(cpu, double(std::clock() - c0) / CLOCKS_PER_SEC);
+    }
     const double gflops = 2.0 * s.n * s.k * s.o / t / 1e9;
     const double gbs = 2.0 * s.k * s.o / t / 1e9;
-    std::printf("%-26s n=%-5lld k=%-5lld o=%-6lld %8.2f ms  %6.1f GFLOP/s (peak %.0f)  weights %.1f GB/s\n",
-                s.what, (long long)s.n, (long long)s.k, (long long)s.o, t * 1e3, gflops, peak, gbs);
+    std::printf(
+        "%-24s n=%-4lld k=%-4lld o=%-6lld %7.2f ms (cpu %7.2f)  %5.1f GFLOP/s (peak %.0f)  "
+        "weights %.1f GB/s\n",
+        s.what, (long long)s.n, (long long)s.k, (long long)s.o, t * 1e3, cpu * 1e3, gflops, peak, gbs);
   }
 }
 
 TEST(OpsBench, DISABLED_Attention) {
   // Vision: 16 heads of 72 over 1024 patches; text prefill: 32/8 heads of 128 over 1024 tokens.
-  for (auto [nq, nkv, h, kvh, d, causal] : {std::tuple{1024, 1024, 16, 16, 72, false},
-                                            std::tuple{1024, 1024, 32, 8, 128, true},
-                                            std::tuple{1, 4096, 32, 8, 128, true}}) {
+  for (auto [nq, nkv, h, kvh, d, causal] :
+       {std::tuple{1024, 1024, 16, 16, 72, false}, std::tuple{1024, 1024, 32, 8, 128, true},
+        std::tuple{1, 4096, 32, 8, 128, true}}) {
     AttentionParams p;
     p.n_q = nq;
     p.n_kv = nkv;
@@ -357,15 +357,19 @@ TEST(OpsBench, DISABLED_Attention) {
     p.scale = 0.1f;
     std::vector<float> q = randn(size_t(nq * p.q_stride), 1), k = randn(size_t(nkv * p.kv_stride), 2),
                        v = randn(size_t(nkv * p.kv_stride), 3), o(q.size());
-    attention(p, q.data(), k.data(), v.data(), o.data());  // warm up
-    const double t0 = now_s();
-    const std::clock_t c0 = std::clock();
-    attention(p, q.data(), k.data(), v.data(), o.data());
-    const double wall = now_s() - t0, cpu = double(std::clock() - c0) / CLOCKS_PER_SEC;
+    double wall = 1e30, cpu = 1e30;  // best of 5
+    for (int rep = 0; rep < 5; ++rep) {
+      const double t0 = now_s();
+      const std::clock_t c0 = std::clock();
+      attention(p, q.data(), k.data(), v.data(), o.data());
+      wall = std::min(wall, now_s() - t0);
+      cpu = std::min(cpu, double(std::clock() - c0) / CLOCKS_PER_SEC);
+    }
     const double flops = 4.0 * nq * nkv * h * d * (causal && nq == nkv ? 0.5 : 1.0);
-    std::printf("attention n_q=%d n_kv=%d heads=%d/%d hd=%d causal=%d: %.2f ms (cpu %.2f ms), %.1f GFLOP/s "
-                "(peak %.0f)\n", nq, nkv, h, kvh, d, int(causal), wall * 1e3, cpu * 1e3, flops / wall / 1e9,
-                peak_gflops());
+    std::printf(
+        "attention n_q=%d n_kv=%d heads=%d/%d hd=%d causal=%d: %.2f ms (cpu %.2f ms), %.1f GFLOP/s "
+        "(peak %.0f)\n",
+        nq, nkv, h, kvh, d, int(causal), wall * 1e3, cpu * 1e3, flops / wall / 1e9, peak_gflops());
   }
 }
 

@@ -99,17 +99,18 @@ TEST_P(GoldenCase, PromptLogitsAndTop8) {
       const int64_t ref_id = top_ids[size_t(t * 8 + k)];
       if (order[size_t(k)] != ref_id) {
         ++id_mismatches;
-        ADD_FAILURE() << c() << ": top8 rank " << k << " at position " << t << ": got "
-                      << order[size_t(k)] << ", reference " << ref_id;
+        ADD_FAILURE() << c() << ": top8 rank " << k << " at position " << t << ": got " << order[size_t(k)]
+                      << ", reference " << ref_id;
       }
       // Compare the reference's ids by value, so a mismatch above is not counted twice.
       d_logit = std::max(d_logit, std::fabs(double(row[ref_id]) - top_logits[size_t(t * 8 + k)]));
       d_lp = std::max(d_lp, std::fabs(double(lp[size_t(ref_id)]) - top_lp[size_t(t * 8 + k)]));
     }
   }
-  std::printf("[ %s ] %lld tokens: logits_last max |diff| = %.3g, top8_logits %.3g, "
-              "top8_logprobs %.3g, top8_id mismatches %lld (prefill with all logits %.3f s)\n",
-              c().c_str(), (long long)T, d_last, d_logit, d_lp, (long long)id_mismatches, secs);
+  std::printf(
+      "[ %s ] %lld tokens: logits_last max |diff| = %.3g, top8_logits %.3g, "
+      "top8_logprobs %.3g, top8_id mismatches %lld (prefill with all logits %.3f s)\n",
+      c().c_str(), (long long)T, d_last, d_logit, d_lp, (long long)id_mismatches, secs);
   EXPECT_LE(d_logit, kTol);
   EXPECT_LE(d_lp, kTol);
 }
@@ -147,9 +148,11 @@ TEST_P(GoldenCase, GreedyDecode) {
   }
   const double t_decode = seconds_since(t2);
   const double total = seconds_since(t0);
-  std::printf("[ %s ] greedy: vision %.3f s, prefill %zu tokens %.3f s, %zu decode steps %.3f s "
-              "(%.1f ms/step), total %.3f s\n", c().c_str(), t_vision, ids.size(), t_prefill,
-              want.size() - 1, t_decode, 1e3 * t_decode / double(want.size() - 1), total);
+  std::printf(
+      "[ %s ] greedy: vision %.3f s, prefill %zu tokens %.3f s, %zu decode steps %.3f s "
+      "(%.1f ms/step), total %.3f s\n",
+      c().c_str(), t_vision, ids.size(), t_prefill, want.size() - 1, t_decode,
+      1e3 * t_decode / double(want.size() - 1), total);
   EXPECT_EQ(got, want);
   EXPECT_EQ(cache.len, int64_t(ids.size() + want.size() - 1));
 }

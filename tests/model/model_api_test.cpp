@@ -26,7 +26,7 @@ TEST(ModelErrors, ImageTokenCountMismatch) {
   Golden& g = Golden::get();
   const std::vector<int32_t> ids = g.ids("one_image_zh");  // 70 image tokens
   const MropePositions pos = positions("one_image_zh");
-  VisionOutput two = encode_case(*m, "two_images");       // 140 rows
+  VisionOutput two = encode_case(*m, "two_images");  // 140 rows
   KvCache cache = m->new_cache(256);
 
   auto r = m->prefill(cache, ids, pos, &two, false);
@@ -237,7 +237,8 @@ TEST(Mrope, TextOnlyAndErrors) {
   EXPECT_FALSE(compute_mrope_positions({5, 6}, {{1, 2, 2}}, cfg).is_ok());
   EXPECT_FALSE(compute_mrope_positions({kVisionStart, kImagePad, kVisionEnd}, {}, cfg).is_ok());
   // A stray <|image_pad|> outside an image span.
-  EXPECT_FALSE(compute_mrope_positions({kVisionStart, kImagePad, kVisionEnd, kImagePad}, {{1, 2, 2}}, cfg).is_ok());
+  EXPECT_FALSE(
+      compute_mrope_positions({kVisionStart, kImagePad, kVisionEnd, kImagePad}, {{1, 2, 2}}, cfg).is_ok());
   // Two frames (t = 2) of a 4×6 grid: T advances per frame.
   std::vector<int32_t> ids = {kVisionStart};
   ids.insert(ids.end(), 12, kImagePad);
@@ -248,6 +249,70 @@ TEST(Mrope, TextOnlyAndErrors) {
   EXPECT_EQ(p->pos[14 + 1 + 6], 1);  // H of its first row
   EXPECT_EQ(p->pos[13], 4);          // <|vision_end|> after max(1, 1, 2) + 1
   EXPECT_EQ(p->rope_delta, 5 - 14);
+}
+
+}  // namespace
+}  // namespace ost::testing
+
+namespace ost::testing {
+namespace {
+
+// The other shapes the reference script covers (tests/data/hf-extra): tied embeddings, a kv
+// group of 3, 4.57-style rope config, vision head dims 24 and 16. No goldens here; the model
+// must load, run, and agree with itself across the prefill and decode paths.
+TEST(ModelShapes, ExtraConfigsRunConsistently) {
+  for (const char* cfg_name : {"cfg_a", "cfg_b"}) {
+    TempDir dir;
+    TestModelOptions o;
+    o.config_dir = std::string(OST_TEST_DATA) + "/hf-extra/" + cfg_name;
+    o.seed = 7;
+    o.out_dir = dir.path();
+    Status st = write_test_model(o);
+    ASSERT_TRUE(st.is_ok()) << st.message();
+    auto loaded = Qwen3VLModel::load(dir.path());
+    ASSERT_TRUE(loaded.is_ok()) << cfg_name << ": " << loaded.message();
+    Qwen3VLModel& m = **loaded;
+    const ModelConfig& cfg = m.config();
+
+    const std::array<int, 3> grid = {1, 8, 12};
+    const int64_t N = 96, merged = N / 4;
+    std::vector<float> px(size_t(N * cfg.vision.patch_dim()));
+    for (size_t i = 0; i < px.size(); ++i) px[i] = float(int(i * 7919 % 255)) / 127.5f - 1.0f;
+    VisionInput in{px.data(), N, {grid}};
+    auto vis = m.encode_images(in);
+    ASSERT_TRUE(vis.is_ok()) << vis.message();
+    EXPECT_EQ(vis->n_merged, merged);
+    EXPECT_EQ(vis->deepstack.size(), cfg.vision.deepstack_visual_indexes.size());
+
+    std::vector<int32_t> ids = {151644, 872, 198, kVisionStart};
+    ids.insert(ids.end(), size_t(merged), kImagePad);
+    ids.insert(ids.end(), {kVisionEnd, 3838, 374, 419, 30, 151645, 198});
+    auto pos = compute_mrope_positions(ids, {grid}, cfg);
+    ASSERT_TRUE(pos.is_ok()) << pos.message();
+    EXPECT_EQ(pos->rope_delta, 6 - 24);
+    const int64_t T = int64_t(ids.size()), V = cfg.text.vocab_size;
+    KvCache whole = m.new_cache(T);
+    auto all = m.prefill(whole, ids, *pos, &*vis, true);
+    ASSERT_TRUE(all.is_ok()) << all.message();
+    for (float x : *all) ASSERT_TRUE(std::isfinite(x));
+
+    // The prompt up to the last 4 tokens, then those 4 one by one.
+    const int64_t cut = T - 4;
+    MropePositions head;
+    head.n = cut;
+    for (int a = 0; a < 3; ++a)
+      for (int64_t i = 0; i < cut; ++i) head.pos.push_back(pos->pos[size_t(a * T + i)]);
+    head.rope_delta = pos->rope_delta;
+    KvCache cache = m.new_cache(T);
+    auto first = m.prefill(cache, std::vector<int32_t>(ids.begin(), ids.begin() + cut), head, &*vis, false);
+    ASSERT_TRUE(first.is_ok()) << first.message();
+    EXPECT_LE(max_abs_diff(first->data(), all->data() + (cut - 1) * V, size_t(V)), 2e-5) << cfg_name;
+    for (int64_t t = cut; t < T; ++t) {
+      auto step = m.decode(cache, ids[size_t(t)]);
+      ASSERT_TRUE(step.is_ok()) << step.message();
+      EXPECT_LE(max_abs_diff(step->data(), all->data() + t * V, size_t(V)), 2e-5) << cfg_name << " " << t;
+    }
+  }
 }
 
 }  // namespace

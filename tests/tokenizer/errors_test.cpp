@@ -38,6 +38,7 @@ TEST(TokenizerErrors, MissingFile) {
 TEST(TokenizerErrors, DirectoryInsteadOfFile) {
   auto r = Tokenizer::load(OST_TEST_DATA);
   ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.message().find("is a directory"), std::string::npos) << r.message();
 }
 
 TEST(TokenizerErrors, InvalidJson) {

@@ -49,7 +49,7 @@ TEST_F(Qwen3TokenizerTest, StreamMatchesDecodeOnMultibyteText) {
       "\xE2\x80\x8D\xF0\x9F\x91\xA7 mixed",
       "\xE8\xBF\x99\xE4\xB8\xAA\xE5\xBA\x97\xE9\x93\xBA\xE7\x9A\x84\xE5\x8D\xAB\xE7\x94\x9F",  // Chinese
       "\xF0\x9F\x87\xBA\xF0\x9F\x87\xB8\xF0\x9F\x87\xAF\xF0\x9F\x87\xB5 flags",
-      "<|im_start|>assistant\n\xF0\x9F\x98\x80<think>x</think><|im_end|>",
+      "<|im_start|>user\n\xF0\x9F\x98\x80<think>x</think><|im_end|>",
   };
   for (const auto& text : texts) {
     const auto ids = tok().encode(text);

@@ -32,7 +32,8 @@ const DecodeCase kCases[] = {
     {"jpeg_exif_o7.jpg", 24, 40, 1},     {"jpeg_exif_o8.jpg", 24, 40, 1},
     {"jpeg_420_odd_o6.jpg", 31, 45, 1},  {"jpeg_progressive.jpg", 45, 31, 1},
     {"jpeg_gray.jpg", 37, 29, 1},        {"jpeg_cmyk.jpg", 33, 21, 1},
-    {"jpeg_xmp_o6.jpg", 24, 40, 1},      {"png_rgb8.png", 19, 13, 0},
+    {"jpeg_xmp_o6.jpg", 24, 40, 1},      {"jpeg_exif_mm_o7.jpg", 24, 40, 1},
+    {"png_exif_long_o2.png", 23, 15, 0}, {"png_rgb8.png", 19, 13, 0},
     {"png_gray8.png", 19, 13, 0},        {"png_gray16.png", 19, 13, 0},
     {"png_gray1.png", 19, 13, 0},        {"png_gray2.png", 19, 13, 0},
     {"png_gray4.png", 19, 13, 0},        {"png_gray8_trns.png", 19, 13, 0},
@@ -146,10 +147,12 @@ TEST(DecodeLimits, JpegHeader50000Squared) {
 }
 
 std::vector<uint8_t> riff(const std::vector<uint8_t>& body) {
-  std::vector<uint8_t> out = {'R', 'I', 'F', 'F', 0, 0, 0, 0, 'W', 'E', 'B', 'P'};
   const uint32_t n = uint32_t(body.size() + 4);
+  std::vector<uint8_t> out(12 + body.size());
+  std::memcpy(out.data(), "RIFF", 4);
   for (int k = 0; k < 4; ++k) out[4 + k] = uint8_t(n >> (8 * k));
-  out.insert(out.end(), body.begin(), body.end());
+  std::memcpy(out.data() + 8, "WEBP", 4);
+  for (size_t i = 0; i < body.size(); ++i) out[12 + i] = body[i];
   return out;
 }
 
@@ -183,11 +186,14 @@ TEST(DecodeLimits, CustomLimits) {
   r = decode_image(bytes.data(), bytes.size(), tiny_bytes);
   ASSERT_FALSE(r.is_ok());
   EXPECT_NE(r.message().find("over the limit"), std::string::npos) << r.message();
-  for (const char* f : {"jpeg_exif_o6.jpg", "webp_lossy.webp"}) {
+  for (auto [f, pixels] : {std::pair{"jpeg_exif_o6.jpg", 24 * 40}, {"webp_lossy.webp", 29 * 17},
+                            {"webp_anim.webp", 29 * 17}}) {
     auto b = file_bytes(decode_path(f));
     DecodeLimits l;
-    l.max_pixels = 24 * 40 - 1;
+    l.max_pixels = pixels - 1;
     EXPECT_FALSE(decode_image(b.data(), b.size(), l).is_ok()) << f;
+    l.max_pixels = pixels;
+    EXPECT_TRUE(decode_image(b.data(), b.size(), l).is_ok()) << f;
   }
 }
 

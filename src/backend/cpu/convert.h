@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "backend/cpu/simd.h"
 #include "backend/ops.h"
 #include "core/bf16.h"
 
@@ -47,21 +48,19 @@ inline void convert_f32(const typename Conv<T>::elem* src, int64_t count, float*
   for (; i < count; ++i) out[i] = Conv<T>::load1(src + i);
 }
 
-// Horizontal sum of the 8 lanes.
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 // Calls f.template operator()<T>() with the WType of w as a compile-time constant.
 template <class F>
 inline void dispatch(WType t, F&& f) {
   switch (t) {
-    case WType::BF16: f.template operator()<WType::BF16>(); break;
-    case WType::F16: f.template operator()<WType::F16>(); break;
-    case WType::F32: f.template operator()<WType::F32>(); break;
+    case WType::BF16:
+      f.template operator()<WType::BF16>();
+      break;
+    case WType::F16:
+      f.template operator()<WType::F16>();
+      break;
+    case WType::F32:
+      f.template operator()<WType::F32>();
+      break;
   }
 }
 

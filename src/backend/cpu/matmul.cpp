@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "backend/cpu/convert.h"
+#include "backend/cpu/tile.h"
 #include "backend/ops.h"
 
 namespace ost::ops {
@@ -21,10 +22,10 @@ namespace {
 
 using cpu::Conv;
 
-constexpr int kMR = 6;          // x rows per register tile
-constexpr int kNR = 16;         // output features per register tile (two ymm)
-constexpr int kKC = 256;        // depth of one packed slice: a 16-feature panel is 16 KB (L1)
-constexpr int kNCMax = 128;     // output features per packed block: 128 KB (L2)
+constexpr int kMR = cpu::kMT;  // x rows per register tile
+constexpr int kNR = 16;        // output features per register tile (two ymm)
+constexpr int kKC = 256;       // depth of one packed slice: a 16-feature panel is 16 KB (L1)
+constexpr int kNCMax = 128;    // output features per packed block: 128 KB (L2)
 constexpr int64_t kGemvMaxRows = 4;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -79,50 +80,9 @@ void pack(const WeightView& w, int64_t o0, int nb, int64_t k0, int kc, float* pa
   }
 }
 
-// c[M][kNR] = x[M rows, stride ldx][0..kc) · panel[kc][kNR]. The 12 accumulators are named
-// variables, not an array: GCC spills arrays of vectors to the stack on every iteration.
-template <int M>
-void micro_kernel(const float* x, int64_t ldx, const float* panel, int kc, float* c) {
-  static_assert(M >= 1 && M <= kMR);
-  const __m256 z = _mm256_setzero_ps();
-  __m256 c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z;
-  __m256 c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z;
-  const float* x0 = x;
-  const float* x1 = x + (M > 1 ? 1 : 0) * ldx;
-  const float* x2 = x + (M > 2 ? 2 : 0) * ldx;
-  const float* x3 = x + (M > 3 ? 3 : 0) * ldx;
-  const float* x4 = x + (M > 4 ? 4 : 0) * ldx;
-  const float* x5 = x + (M > 5 ? 5 : 0) * ldx;
-#define OST_MK_ROW(r)                                   \
-  if constexpr (M > r) {                                \
-    const __m256 a = _mm256_broadcast_ss(x##r + k);     \
-    c##r##0 = _mm256_fmadd_ps(a, b0, c##r##0);          \
-    c##r##1 = _mm256_fmadd_ps(a, b1, c##r##1);          \
-  }
-  for (int k = 0; k < kc; ++k) {
-    const __m256 b0 = _mm256_load_ps(panel + k * kNR);
-    const __m256 b1 = _mm256_load_ps(panel + k * kNR + 8);
-    OST_MK_ROW(0) OST_MK_ROW(1) OST_MK_ROW(2) OST_MK_ROW(3) OST_MK_ROW(4) OST_MK_ROW(5)
-  }
-#undef OST_MK_ROW
-#define OST_MK_STORE(r)                                 \
-  if constexpr (M > r) {                                \
-    _mm256_storeu_ps(c + r * kNR, c##r##0);             \
-    _mm256_storeu_ps(c + r * kNR + 8, c##r##1);         \
-  }
-  OST_MK_STORE(0) OST_MK_STORE(1) OST_MK_STORE(2) OST_MK_STORE(3) OST_MK_STORE(4) OST_MK_STORE(5)
-#undef OST_MK_STORE
-}
-
+// c[m][kNR] = x[m rows, stride ldx][0..kc) · panel[kc][kNR]
 void run_micro_kernel(int m, const float* x, int64_t ldx, const float* panel, int kc, float* c) {
-  switch (m) {
-    case 1: micro_kernel<1>(x, ldx, panel, kc, c); break;
-    case 2: micro_kernel<2>(x, ldx, panel, kc, c); break;
-    case 3: micro_kernel<3>(x, ldx, panel, kc, c); break;
-    case 4: micro_kernel<4>(x, ldx, panel, kc, c); break;
-    case 5: micro_kernel<5>(x, ldx, panel, kc, c); break;
-    default: micro_kernel<6>(x, ldx, panel, kc, c); break;
-  }
+  cpu::kTiles[1][m - 1](x, ldx, 1, panel, kNR, kc, c, kNR);
 }
 
 struct AlignedBuf {
@@ -142,7 +102,7 @@ void gemm(const float* x, int64_t n, const WeightView& w, const float* bias, flo
   const int64_t n_blocks = ceil_div(O, nc);
 #pragma omp parallel if (n_blocks > 1 && n * O * K >= (1 << 16))
   {
-    AlignedBuf panel(size_t(kNCMax) * kKC), tile(size_t(kMR) * kNR), tmp(kKC);
+    AlignedBuf panel(size_t(kNCMax) * kKC), ctile(size_t(kMR) * kNR), tmp(kKC);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < n_blocks; ++b) {
       const int64_t o0 = b * nc;
@@ -154,12 +114,12 @@ void gemm(const float* x, int64_t n, const WeightView& w, const float* bias, flo
         for (int64_t i0 = 0; i0 < n; i0 += kMR) {
           const int m = int(std::min<int64_t>(kMR, n - i0));
           for (int p = 0; p * kNR < nb; ++p) {
-            run_micro_kernel(m, x + i0 * K + k0, K, panel.p + int64_t(p) * kc * kNR, kc, tile.p);
+            run_micro_kernel(m, x + i0 * K + k0, K, panel.p + int64_t(p) * kc * kNR, kc, ctile.p);
             const int64_t oc = o0 + p * kNR;
             const int cols = std::min(kNR, nb - p * kNR);
             for (int r = 0; r < m; ++r) {
               float* yr = y + (i0 + r) * O + oc;
-              const float* t = tile.p + r * kNR;
+              const float* t = ctile.p + r * kNR;
               if (first)
                 for (int c = 0; c < cols; ++c) yr[c] = t[c];
               else

@@ -1,7 +1,20 @@
-// Entry points of the CUDA backend, seen by the engine through model/runner.h.
-#include <cuda_runtime.h>
+// The CUDA model runner: bf16 weights uploaded once (q|k|v and gate|up fused into single
+// matrices), cuBLASLt GEMMs, the kernels of kernels.h, a paged KV cache (blocks of 16 tokens
+// from one pool, handed out at new_sequence and returned when the sequence is destroyed), and
+// CUDA graphs for the decode step (one per batch size). The vision tower runs on the GPU too
+// (cuda_vision.cpp).
+//
+// Ownership: the runner owns every device allocation; sequences hold block ids of its pool and
+// must not outlive it. One thread drives a runner (the engine thread); all work goes to one
+// stream and each call returns after the stream is synchronised.
+#include "backend/cuda/cuda_runner_impl.h"
 
-#include "model/runner.h"
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "core/bf16.h"
 
 namespace ost {
 
@@ -10,9 +23,542 @@ bool cuda_available() {
   return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 
+namespace cuda {
+
+CudaSequence::~CudaSequence() {
+  if (runner) runner->release_blocks(blocks);
+}
+
+CudaRunner::~CudaRunner() {
+  if (stream_) cudaStreamSynchronize(stream_);
+  for (auto& [b, g] : graphs_)
+    if (g) cudaGraphExecDestroy(g);
+  for (void* p : allocs_) cudaFree(p);
+  if (staging_host_) cudaFreeHost(staging_host_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+Result<void*> CudaRunner::alloc(size_t bytes) {
+  void* p = nullptr;
+  OST_CUDA_RET(cudaMalloc(&p, std::max<size_t>(bytes, 16)));
+  allocs_.push_back(p);
+  return p;
+}
+
+Result<bf16*> CudaRunner::upload_rows(const ops::WeightView& w) {
+  auto d = alloc(size_t(w.rows * w.cols) * 2);
+  OST_TRY(d.status());
+  OST_TRY(copy_rows(w, static_cast<bf16*>(*d)));
+  return static_cast<bf16*>(*d);
+}
+
+Status CudaRunner::copy_rows(const ops::WeightView& w, bf16* dst) {
+  const size_t n = size_t(w.rows * w.cols);
+  if (w.dtype == ops::WType::BF16) {
+    OST_CUDA_RET(cudaMemcpy(dst, w.data, n * 2, cudaMemcpyHostToDevice));
+  } else {
+    std::vector<bf16_t> tmp(size_t(w.cols));
+    std::vector<float> row(size_t(w.cols));
+    for (int64_t r = 0; r < w.rows; ++r) {
+      ops::weight_row_f32(w, r, row.data());
+      for (int64_t c = 0; c < w.cols; ++c) tmp[size_t(c)] = f32_to_bf16(row[size_t(c)]);
+      OST_CUDA_RET(cudaMemcpy(dst + r * w.cols, tmp.data(), tmp.size() * 2, cudaMemcpyHostToDevice));
+    }
+  }
+  weight_bytes_ += n * 2;
+  return Status::ok();
+}
+
+Result<bf16*> CudaRunner::upload_vec(const std::vector<float>& v) {
+  std::vector<bf16_t> tmp(v.size());
+  for (size_t i = 0; i < v.size(); ++i) tmp[i] = f32_to_bf16(v[i]);  // exact: loaded from bf16
+  auto d = alloc(tmp.size() * 2);
+  OST_TRY(d.status());
+  OST_CUDA_RET(cudaMemcpy(*d, tmp.data(), tmp.size() * 2, cudaMemcpyHostToDevice));
+  weight_bytes_ += tmp.size() * 2;
+  return static_cast<bf16*>(*d);
+}
+
+Status CudaRunner::load(const std::string& dir) {
+  auto cfg = load_folder_configs(dir);
+  OST_TRY(cfg.status());
+  cfg_ = std::move(*cfg);
+  auto w = load_weights(dir, cfg_.model);
+  if (!w) return Error{w.message()};
+  host_ = std::move(*w);
+  const TextConfig& c = cfg_.model.text;
+  const int64_t H = c.hidden_size, D = c.head_dim, Q = int64_t(c.num_heads) * D,
+                KV = int64_t(c.num_kv_heads) * D, I = c.intermediate_size;
+
+  cudaDeviceProp prop{};
+  OST_CUDA_RET(cudaGetDeviceProperties(&prop, 0));
+  info_.device = prop.name;
+  OST_CUDA_RET(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  OST_TRY(gemm_.init());
+
+  // Text weights, fused where one GEMM can serve several projections.
+  const TextWeights& tw = host_->text;
+  layers_.resize(size_t(c.num_layers));
+  for (int l = 0; l < c.num_layers; ++l) {
+    const TextLayerWeights& L = tw.layers[size_t(l)];
+    if (!L.q.b.empty() || !L.k.b.empty() || !L.v.b.empty() || !L.o.b.empty())
+      return make_error("the CUDA runner does not support attention biases yet");
+    Layer& d = layers_[size_t(l)];
+    auto qkv = alloc(size_t((Q + 2 * KV) * H) * 2);
+    OST_TRY(qkv.status());
+    d.qkv = static_cast<bf16*>(*qkv);
+    OST_TRY(copy_rows(L.q.w, d.qkv));
+    OST_TRY(copy_rows(L.k.w, d.qkv + Q * H));
+    OST_TRY(copy_rows(L.v.w, d.qkv + (Q + KV) * H));
+    auto gu = alloc(size_t(2 * I * H) * 2);
+    OST_TRY(gu.status());
+    d.gu = static_cast<bf16*>(*gu);
+    OST_TRY(copy_rows(L.gate.w, d.gu));
+    OST_TRY(copy_rows(L.up.w, d.gu + I * H));
+    auto o = upload_rows(L.o.w);
+    OST_TRY(o.status());
+    d.o = *o;
+    auto down = upload_rows(L.down.w);
+    OST_TRY(down.status());
+    d.down = *down;
+    for (auto [dst, src] : {std::pair{&d.attn_norm, &L.attn_norm}, std::pair{&d.ffn_norm, &L.ffn_norm},
+                            std::pair{&d.q_norm, &L.q_norm}, std::pair{&d.k_norm, &L.k_norm}}) {
+      auto v = upload_vec(*src);
+      OST_TRY(v.status());
+      *dst = *v;
+    }
+  }
+  auto norm = upload_vec(tw.norm);
+  OST_TRY(norm.status());
+  norm_ = *norm;
+  auto head = upload_rows(tw.lm_head);
+  OST_TRY(head.status());
+  lm_head_ = *head;
+  info_.text_weight_bytes = weight_bytes_;
+  if (tw.embed.data == tw.lm_head.data) {
+    embed_ = lm_head_;  // tied
+  } else {
+    auto e = upload_rows(tw.embed);
+    OST_TRY(e.status());
+    embed_ = *e;
+  }
+
+  // Rope constants, as mrope_tables computes them.
+  std::vector<float> inv(size_t(D / 2));
+  std::vector<int32_t> axis(size_t(D / 2));
+  for (int i = 0; i < D / 2; ++i) {
+    inv[size_t(i)] = 1.0f / std::pow(float(c.rope_theta), float(2 * i) / float(D));
+    axis[size_t(i)] = (i % 3 == 1 && i < 3 * c.mrope_section[1])   ? 1
+                      : (i % 3 == 2 && i < 3 * c.mrope_section[2]) ? 2
+                                                                   : 0;
+  }
+  auto dinv = alloc(inv.size() * 4), daxis = alloc(axis.size() * 4);
+  OST_TRY(dinv.status());
+  OST_TRY(daxis.status());
+  inv_freq_ = static_cast<float*>(*dinv);
+  axis_ = static_cast<int32_t*>(*daxis);
+  OST_CUDA_RET(cudaMemcpy(inv_freq_, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice));
+  OST_CUDA_RET(cudaMemcpy(axis_, axis.data(), axis.size() * 4, cudaMemcpyHostToDevice));
+
+  OST_TRY(load_vision());
+
+  // Step buffers for up to kMaxRows tokens per forward.
+  const int64_t R = kMaxRows, V = c.vocab_size;
+  struct B { bf16** p; int64_t elems; };
+  for (B b : {B{&x_, R * H}, B{&h_, R * H}, B{&qkv_, R * (Q + 2 * KV)}, B{&q_, R * Q},
+              B{&attn_, R * Q}, B{&gu_, R * 2 * I}, B{&act_, R * I}, B{&logits_, R * V}}) {
+    auto d = alloc(size_t(b.elems) * 2);
+    OST_TRY(d.status());
+    *b.p = static_cast<bf16*>(*d);
+  }
+  auto lf = alloc(size_t(R * V) * 4);
+  OST_TRY(lf.status());
+  logits_f32_ = static_cast<float*>(*lf);
+  auto am = alloc(size_t(R) * 4);
+  OST_TRY(am.status());
+  argmax_ = static_cast<int32_t*>(*am);
+
+  // KV pool: half of what is free now, at most kMaxPoolTokens tokens.
+  info_.kv_bytes_per_token = size_t(2 * c.num_layers * KV) * 2;
+  info_.kv_block_tokens = kBlock;
+  size_t free_b = 0, total_b = 0;
+  OST_CUDA_RET(cudaMemGetInfo(&free_b, &total_b));
+  const size_t per_block = info_.kv_bytes_per_token * kBlock;
+  num_blocks_ = int64_t(std::min<size_t>(free_b / 2 / per_block, kMaxPoolTokens / kBlock));
+  if (num_blocks_ < 4) return make_error("not enough GPU memory left for a KV cache");
+  table_width_ = int(std::min<int64_t>(num_blocks_, kMaxSeqTokens / kBlock));
+  auto pool = alloc(per_block * size_t(num_blocks_));
+  OST_TRY(pool.status());
+  const int64_t layer_elems = num_blocks_ * kBlock * KV;
+  for (int l = 0; l < c.num_layers; ++l) {
+    kc_.push_back(static_cast<bf16*>(*pool) + (2 * l) * layer_elems);
+    vc_.push_back(static_cast<bf16*>(*pool) + (2 * l + 1) * layer_elems);
+  }
+  for (int64_t b = num_blocks_ - 1; b >= 0; --b) free_blocks_.push_back(int32_t(b));
+  info_.kv_blocks = num_blocks_;
+
+  // Step inputs: one pinned staging area, one device copy.
+  staging_elems_ = size_t(R) * kStepFields + size_t(kMaxSeqs) * table_width_;
+  OST_CUDA_RET(cudaMallocHost(&staging_host_, staging_elems_ * 4));
+  auto sd = alloc(staging_elems_ * 4);
+  OST_TRY(sd.status());
+  staging_dev_ = static_cast<int32_t*>(*sd);
+
+  const char* g = std::getenv("OST_CUDA_GRAPHS");
+  use_graphs_ = !(g && std::string(g) == "0");
+  info_.weight_bytes = weight_bytes_;
+  OST_CUDA_RET(cudaMemGetInfo(&info_.device_free_bytes, &info_.device_total_bytes));
+  return Status::ok();
+}
+
+Result<std::unique_ptr<SequenceState>> CudaRunner::new_sequence(int64_t capacity) {
+  if (capacity <= 0) return make_error("new_sequence: capacity must be positive");
+  const int64_t nb = (capacity + kBlock - 1) / kBlock;
+  if (nb > table_width_)
+    return make_error("new_sequence: %lld tokens exceed the per-sequence limit of %lld",
+                      (long long)capacity, (long long)(int64_t(table_width_) * kBlock));
+  if (nb > int64_t(free_blocks_.size()))
+    return make_error("new_sequence: the KV cache has %zu free blocks of %d tokens, %lld needed",
+                      free_blocks_.size(), kBlock, (long long)nb);
+  auto s = std::make_unique<CudaSequence>();
+  s->runner = this;
+  s->capacity = nb * kBlock;
+  for (int64_t i = 0; i < nb; ++i) {
+    s->blocks.push_back(free_blocks_.back());
+    free_blocks_.pop_back();
+  }
+  return std::unique_ptr<SequenceState>(std::move(s));
+}
+
+void CudaRunner::release_blocks(const std::vector<int32_t>& blocks) {
+  free_blocks_.insert(free_blocks_.end(), blocks.begin(), blocks.end());
+}
+
+int32_t* CudaRunner::field(int32_t* base, StepField f) const { return base + size_t(f) * kMaxRows; }
+
+int32_t CudaRunner::slot_of(const CudaSequence& s, int64_t i) const {
+  return s.blocks[size_t(i / kBlock)] * kBlock + int32_t(i % kBlock);
+}
+
+void CudaRunner::stage_table(int seq, const CudaSequence& s) {
+  int32_t* t = staging_host_ + size_t(kMaxRows) * kStepFields + size_t(seq) * table_width_;
+  std::copy(s.blocks.begin(), s.blocks.end(), t);
+}
+
+Status CudaRunner::upload_staging(int n_seqs) {
+  const size_t elems = size_t(kMaxRows) * kStepFields + size_t(n_seqs) * table_width_;
+  OST_CUDA_RET(cudaMemcpyAsync(staging_dev_, staging_host_, elems * 4, cudaMemcpyHostToDevice, stream_));
+  return Status::ok();
+}
+
+// The decoder over n staged rows. Image rows (prefill only) replace the <|image_pad|> rows
+// listed in the kImage field and the deepstack rows are added after the first layers.
+// Leaves logits bf16 [n - logits_from, vocab] in logits_ and their argmax in argmax_.
+Status CudaRunner::forward(int64_t n, int64_t logits_from, const ImageRows* img) {
+  const TextConfig& c = cfg_.model.text;
+  const int64_t H = c.hidden_size, D = c.head_dim, Q = int64_t(c.num_heads) * D,
+                KV = int64_t(c.num_kv_heads) * D, I = c.intermediate_size, V = c.vocab_size;
+  cudaStream_t s = stream_;
+  const float eps = c.rms_norm_eps;
+  int32_t* in = staging_dev_;
+  mark_start();
+  OST_TRY(launch_embedding({embed_, field(in, kIds), x_, n, H}, s));
+  if (img && img->n > 0)
+    OST_TRY(launch_scatter_rows({x_, img->embeds, field(in, kImage), img->n, H, false}, s));
+  OST_TRY(launch_add_rms_norm({x_, nullptr, layers_[0].attn_norm, h_, n, int(H), eps}, s));
+  for (int l = 0; l < c.num_layers; ++l) {
+    const Layer& L = layers_[size_t(l)];
+    mark("norm/rope/act");
+    OST_TRY(gemm_.run(h_, n, L.qkv, Q + 2 * KV, H, nullptr, qkv_, s));
+    mark("gemm qkv");
+    QkNormRopeParams qp;
+    qp.qkv = qkv_;
+    qp.q_norm = L.q_norm;
+    qp.k_norm = L.k_norm;
+    qp.pos = field(in, kPosT);  // kPosT, kPosH, kPosW are consecutive fields of kMaxRows
+    qp.inv_freq = inv_freq_;
+    qp.axis = axis_;
+    qp.slot = field(in, kSlot);
+    qp.q_out = q_;
+    qp.k_cache = kc_[size_t(l)];
+    qp.v_cache = vc_[size_t(l)];
+    qp.n = n;
+    qp.n_heads = c.num_heads;
+    qp.n_kv = c.num_kv_heads;
+    qp.head_dim = int(D);
+    qp.eps = eps;
+    qp.pos_stride = kMaxRows;
+    OST_TRY(launch_qk_norm_rope(qp, s));
+    mark("norm/rope/act");
+    AttentionParams ap;
+    ap.q = q_;
+    ap.k = kc_[size_t(l)];
+    ap.v = vc_[size_t(l)];
+    ap.out = attn_;
+    ap.n = n;
+    ap.n_heads = c.num_heads;
+    ap.n_kv = c.num_kv_heads;
+    ap.head_dim = int(D);
+    ap.q_stride = ap.out_stride = Q;
+    ap.kv_stride = KV;
+    ap.row_len = field(in, kLen);
+    ap.row_seq = field(in, kSeq);
+    ap.block_table = in + size_t(kMaxRows) * kStepFields;
+    ap.table_width = table_width_;
+    ap.block_size = kBlock;
+    ap.scale = float(1.0 / std::sqrt(double(D)));
+    OST_TRY(launch_attention(ap, s));
+    mark("attention");
+    OST_TRY(gemm_.run(attn_, n, L.o, H, Q, nullptr, h_, s));
+    mark("gemm o");
+    OST_TRY(launch_add_rms_norm({x_, h_, L.ffn_norm, h_, n, int(H), eps}, s));
+    mark("norm/rope/act");
+    OST_TRY(gemm_.run(h_, n, L.gu, 2 * I, H, nullptr, gu_, s));
+    mark("gemm gate_up");
+    OST_TRY(launch_silu_mul({gu_, act_, n, I}, s));
+    mark("norm/rope/act");
+    OST_TRY(gemm_.run(act_, n, L.down, H, I, nullptr, h_, s));
+    mark("gemm down");
+    const bf16* next = l + 1 < c.num_layers ? layers_[size_t(l + 1)].attn_norm : norm_;
+    OST_TRY(launch_add_rms_norm({x_, h_, next, h_, n, int(H), eps}, s));
+    if (img && img->n > 0 && size_t(l) < img->deepstack.size()) {
+      OST_TRY(launch_scatter_rows({x_, img->deepstack[size_t(l)], field(in, kImage), img->n, H, true}, s));
+      OST_TRY(launch_add_rms_norm({x_, nullptr, next, h_, n, int(H), eps}, s));
+    }
+  }
+  const int64_t nl = n - logits_from;
+  if (nl > 0) {
+    mark("norm/rope/act");
+    OST_TRY(gemm_.run(h_ + logits_from * H, nl, lm_head_, V, H, nullptr, logits_, s));
+    mark("gemm lm_head");
+    OST_TRY(launch_bf16_to_f32(logits_, logits_f32_, nl * V, s));
+    OST_TRY(launch_argmax(logits_, nl, V, argmax_, s));
+    mark("logits out");
+  }
+  return Status::ok();
+}
+
+Result<std::vector<float>> CudaRunner::prefill(SequenceState& st, const std::vector<int32_t>& ids,
+                                               const MropePositions& pos, const VisionOutput* vision,
+                                               bool all_logits) {
+  auto& s = static_cast<CudaSequence&>(st);
+  const ModelConfig& cfg = cfg_.model;
+  const int64_t n = int64_t(ids.size()), H = cfg.text.hidden_size, V = cfg.text.vocab_size;
+  if (s.runner != this) return make_error("prefill: the sequence was not made by this runner");
+  if (n == 0) return make_error("prefill: no tokens");
+  if (pos.n != n || int64_t(pos.pos.size()) != 3 * n)
+    return make_error("prefill: %lld tokens but positions for %lld", (long long)n, (long long)pos.n);
+  if (s.len + n > s.capacity)
+    return make_error("prefill: %lld tokens do not fit the KV cache (%lld of %lld used)",
+                      (long long)n, (long long)s.len, (long long)s.capacity);
+  for (int64_t i = 0; i < n; ++i)
+    if (ids[size_t(i)] < 0 || ids[size_t(i)] >= V)
+      return make_error("prefill: token id %d at %lld is outside the vocabulary (%lld)", ids[size_t(i)],
+                        (long long)i, (long long)V);
+  const int64_t pads = std::count(ids.begin(), ids.end(), cfg.image_token_id);
+  const int64_t rows = vision ? vision->n_merged : 0;
+  if (pads != rows)
+    return make_error("prefill: the prompt has %lld <|image_pad|> tokens but %lld image "
+                      "embeddings were given", (long long)pads, (long long)rows);
+
+  // Image rows and deepstack features, bf16 on the device for the whole prompt.
+  DeviceScratch scratch;
+  ImageRows img;
+  if (rows > 0) {
+    if (int64_t(vision->embeds.size()) != rows * H ||
+        vision->deepstack.size() != cfg.vision.deepstack_visual_indexes.size())
+      return make_error("prefill: the vision output does not match this model");
+    std::vector<const std::vector<float>*> srcs = {&vision->embeds};
+    for (const auto& d : vision->deepstack) {
+      if (int64_t(d.size()) != rows * H) return make_error("prefill: the vision output does not match this model");
+      srcs.push_back(&d);
+    }
+    std::vector<bf16_t> tmp(size_t(rows * H));
+    for (size_t k = 0; k < srcs.size(); ++k) {
+      for (size_t i = 0; i < tmp.size(); ++i) tmp[i] = f32_to_bf16((*srcs[k])[i]);
+      auto d = scratch.alloc(tmp.size() * 2);
+      OST_TRY(d.status());
+      OST_CUDA_RET(cudaMemcpy(*d, tmp.data(), tmp.size() * 2, cudaMemcpyHostToDevice));
+      if (k == 0) img.embeds = static_cast<bf16*>(*d);
+      else img.deepstack.push_back(static_cast<bf16*>(*d));
+    }
+  }
+
+  std::vector<float> logits(size_t((all_logits ? n : 1) * V));
+  int64_t image_row = 0;
+  for (int64_t c0 = 0; c0 < n; c0 += kMaxRows) {
+    const int64_t cn = std::min<int64_t>(kMaxRows, n - c0);
+    const bool last = c0 + cn == n;
+    int32_t* h = staging_host_;
+    int64_t ni = 0;
+    for (int64_t i = 0; i < cn; ++i) {
+      const int64_t t = s.len + i;  // cache index
+      field(h, kIds)[i] = ids[size_t(c0 + i)];
+      field(h, kPosT)[i] = int32_t(pos.pos[size_t(c0 + i)]);
+      field(h, kPosH)[i] = int32_t(pos.pos[size_t(n + c0 + i)]);
+      field(h, kPosW)[i] = int32_t(pos.pos[size_t(2 * n + c0 + i)]);
+      field(h, kSlot)[i] = slot_of(s, t);
+      field(h, kSeq)[i] = 0;
+      field(h, kLen)[i] = int32_t(t + 1);
+      if (ids[size_t(c0 + i)] == cfg.image_token_id) field(h, kImage)[ni++] = int32_t(i);
+    }
+    stage_table(0, s);
+    OST_TRY(upload_staging(1));
+    ImageRows chunk_img;
+    if (ni > 0) {
+      chunk_img.n = ni;
+      chunk_img.embeds = img.embeds + image_row * H;
+      for (const bf16* d : img.deepstack) chunk_img.deepstack.push_back(d + image_row * H);
+    }
+    const int64_t from = all_logits ? 0 : (last ? cn - 1 : cn);
+    OST_TRY(forward(cn, from, ni > 0 ? &chunk_img : nullptr));
+    if (cn - from > 0) {
+      float* out = all_logits ? logits.data() + c0 * V : logits.data();
+      OST_CUDA_RET(cudaMemcpyAsync(out, logits_f32_, size_t((cn - from) * V) * 4,
+                                   cudaMemcpyDeviceToHost, stream_));
+    }
+    OST_CUDA_RET(cudaStreamSynchronize(stream_));
+    s.len += cn;
+    image_row += ni;
+  }
+  s.rope_delta = pos.rope_delta;
+  return logits;
+}
+
+// Stages one decode step of several sequences and runs it (through the graph for this batch
+// size when graphs are on). The outputs stay on the device.
+Status CudaRunner::decode_step(const std::vector<SequenceState*>& seqs, const std::vector<int32_t>& ids) {
+  const int64_t B = int64_t(seqs.size()), V = cfg_.model.text.vocab_size;
+  if (B == 0 || size_t(B) != ids.size()) return make_error("decode: %zu sequences, %zu ids", seqs.size(), ids.size());
+  if (B > kMaxSeqs) return make_error("decode: at most %d sequences per step", kMaxSeqs);
+  int32_t* h = staging_host_;
+  for (int64_t b = 0; b < B; ++b) {
+    auto& s = static_cast<CudaSequence&>(*seqs[size_t(b)]);
+    if (s.runner != this) return make_error("decode: a sequence was not made by this runner");
+    if (s.len + 1 > s.capacity) return make_error("decode: the KV cache is full (%lld tokens)", (long long)s.capacity);
+    if (ids[size_t(b)] < 0 || ids[size_t(b)] >= V) return make_error("decode: token id %d is outside the vocabulary", ids[size_t(b)]);
+    for (int64_t o = 0; o < b; ++o)
+      if (seqs[size_t(o)] == seqs[size_t(b)]) return make_error("decode: a sequence appears twice in one step");
+    const int32_t p = int32_t(s.len + s.rope_delta);
+    field(h, kIds)[b] = ids[size_t(b)];
+    field(h, kPosT)[b] = field(h, kPosH)[b] = field(h, kPosW)[b] = p;
+    field(h, kSlot)[b] = slot_of(s, s.len);
+    field(h, kSeq)[b] = int32_t(b);
+    field(h, kLen)[b] = int32_t(s.len + 1);
+    stage_table(int(b), s);
+  }
+  OST_TRY(upload_staging(int(B)));
+  const bool first = !graphs_.count(int(B));
+  if (!use_graphs_ || first || profile_) {
+    if (first) graphs_[int(B)] = nullptr;  // capture on the next step of this size
+    OST_TRY(forward(B, 0, nullptr));
+  } else {
+    cudaGraphExec_t& exec = graphs_[int(B)];
+    if (!exec) {
+      OST_CUDA_RET(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+      Status st = forward(B, 0, nullptr);
+      cudaGraph_t graph = nullptr;
+      const cudaError_t e = cudaStreamEndCapture(stream_, &graph);
+      if (!st) {
+        if (graph) cudaGraphDestroy(graph);
+        return st;
+      }
+      OST_CUDA_RET(e);
+      const cudaError_t ie = cudaGraphInstantiate(&exec, graph, 0);
+      cudaGraphDestroy(graph);
+      OST_CUDA_RET(ie);
+    }
+    OST_CUDA_RET(cudaGraphLaunch(exec, stream_));
+  }
+  for (SequenceState* q : seqs) static_cast<CudaSequence*>(q)->len += 1;
+  return Status::ok();
+}
+
+Result<std::vector<float>> CudaRunner::decode_batch(const std::vector<SequenceState*>& seqs,
+                                                    const std::vector<int32_t>& ids) {
+  OST_TRY(decode_step(seqs, ids));
+  const size_t V = size_t(cfg_.model.text.vocab_size);
+  std::vector<float> logits(seqs.size() * V);
+  OST_CUDA_RET(cudaMemcpyAsync(logits.data(), logits_f32_, logits.size() * 4, cudaMemcpyDeviceToHost, stream_));
+  OST_CUDA_RET(cudaStreamSynchronize(stream_));
+  return logits;
+}
+
+Result<std::vector<float>> CudaRunner::decode(SequenceState& s, int32_t id) {
+  return decode_batch({&s}, {id});
+}
+
+Result<std::vector<int32_t>> CudaRunner::decode_greedy(const std::vector<SequenceState*>& seqs,
+                                                       const std::vector<int32_t>& ids) {
+  OST_TRY(decode_step(seqs, ids));
+  std::vector<int32_t> out(seqs.size());
+  OST_CUDA_RET(cudaMemcpyAsync(out.data(), argmax_, out.size() * 4, cudaMemcpyDeviceToHost, stream_));
+  OST_CUDA_RET(cudaStreamSynchronize(stream_));
+  return out;
+}
+
+void CudaRunner::mark_start() {
+  if (!profile_) return;
+  marks_.clear();
+  mark(nullptr);
+}
+
+void CudaRunner::mark(const char* category) {
+  if (!profile_) return;
+  cudaEvent_t e;
+  if (cudaEventCreate(&e) != cudaSuccess) return;
+  cudaEventRecord(e, stream_);
+  marks_.push_back({category, e});
+}
+
+Result<std::vector<std::pair<std::string, double>>> CudaRunner::profile_decode(
+    const std::vector<SequenceState*>& seqs, const std::vector<int32_t>& ids) {
+  profile_ = true;
+  Status st = decode_step(seqs, ids);
+  profile_ = false;
+  OST_TRY(st);
+  OST_CUDA_RET(cudaStreamSynchronize(stream_));
+  std::vector<std::pair<std::string, double>> out;
+  for (size_t i = 1; i < marks_.size(); ++i) {
+    float ms = 0;
+    cudaEventElapsedTime(&ms, marks_[i - 1].second, marks_[i].second);
+    const std::string cat = marks_[i].first;
+    auto it = std::find_if(out.begin(), out.end(), [&](auto& p) { return p.first == cat; });
+    if (it == out.end()) out.push_back({cat, double(ms)});
+    else it->second += double(ms);
+  }
+  for (auto& m : marks_) cudaEventDestroy(m.second);
+  marks_.clear();
+  return out;
+}
+
+}  // namespace cuda
+
+Result<std::vector<std::pair<std::string, double>>> cuda_profile_decode(
+    ModelRunner& r, const std::vector<SequenceState*>& seqs, const std::vector<int32_t>& ids) {
+  auto* c = dynamic_cast<cuda::CudaRunner*>(&r);
+  if (!c) return make_error("cuda_profile_decode: not the CUDA runner");
+  return c->profile_decode(seqs, ids);
+}
+
 Result<std::unique_ptr<ModelRunner>> load_cuda_runner(const std::string& dir) {
   if (!cuda_available()) return make_error("no CUDA GPU is visible; use --device cpu");
-  return make_error("the CUDA model runner is not in this build yet; use --device cpu");
+  auto r = std::make_unique<cuda::CudaRunner>();
+  Status st = r->load(dir);
+  if (!st) return Error{st.message()};
+  return std::unique_ptr<ModelRunner>(std::move(r));
+}
+
+const CudaRunnerInfo* cuda_runner_info(ModelRunner& r) {
+  auto* c = dynamic_cast<cuda::CudaRunner*>(&r);
+  return c ? &c->info() : nullptr;
+}
+
+Result<std::vector<int32_t>> cuda_decode_greedy(ModelRunner& r, const std::vector<SequenceState*>& seqs,
+                                                const std::vector<int32_t>& ids) {
+  auto* c = dynamic_cast<cuda::CudaRunner*>(&r);
+  if (!c) return make_error("cuda_decode_greedy: not the CUDA runner");
+  return c->decode_greedy(seqs, ids);
 }
 
 }  // namespace ost

@@ -81,6 +81,7 @@ struct QkNormRopeParams {
   bf16* k_cache = nullptr;
   bf16* v_cache = nullptr;
   int64_t n = 0;
+  int64_t pos_stride = 0;  // between the t, h, w rows of pos; 0 means n
   int n_heads = 0, n_kv = 0, head_dim = 0;
   float eps = 1e-6f;
 };

@@ -133,6 +133,19 @@ def exif_blob(orientation, prefix=False):
     return b
 
 
+def tiff_blob(orientation, big_endian, long_type):
+    """A hand-made EXIF TIFF: IFD0 = ImageWidth, then Orientation as SHORT or LONG."""
+    e = ">" if big_endian else "<"
+    out = (b"MM" if big_endian else b"II") + struct.pack(e + "HI", 42, 8)
+    out += struct.pack(e + "H", 2)
+    out += struct.pack(e + "HHII", 0x0100, 4, 1, 40)
+    if long_type:
+        out += struct.pack(e + "HHII", 0x0112, 4, 1, orientation)
+    else:
+        out += struct.pack(e + "HHIH2x", 0x0112, 3, 1, orientation)
+    return out + struct.pack(e + "I", 0)
+
+
 def xmp_packet(orientation):
     return ('<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
             '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
@@ -158,6 +171,10 @@ def decode_files():
         b = io.BytesIO()
         base.save(b, "JPEG", quality=92, subsampling=0, exif=exif_blob(o, prefix=True))
         files["jpeg_exif_o%d.jpg" % o] = b.getvalue()
+    b = io.BytesIO()
+    base.save(b, "JPEG", quality=92, subsampling=0,
+              exif=b"Exif\x00\x00" + tiff_blob(7, big_endian=True, long_type=False))
+    files["jpeg_exif_mm_o7.jpg"] = b.getvalue()
     b = io.BytesIO()
     Image.fromarray(pattern(45, 31, 1)).save(b, "JPEG", quality=85, subsampling=2,
                                               exif=exif_blob(6, prefix=True))
@@ -220,6 +237,8 @@ def decode_files():
                                         extra_before=[png_chunk(b"eXIf", exif_blob(6))])
     files["png_exif_after_idat_o3.png"] = make_png(p, 2, 8, 3,
                                                    extra_after=[png_chunk(b"eXIf", exif_blob(3))])
+    files["png_exif_long_o2.png"] = make_png(
+        p, 2, 8, 3, extra_before=[png_chunk(b"eXIf", tiff_blob(2, big_endian=False, long_type=True))])
     hexs = exif_blob(8, prefix=True).hex()
     raw_profile = "\nexif\n%8d\n" % (len(hexs) // 2) + "\n".join(
         hexs[i:i + 72] for i in range(0, len(hexs), 72)) + "\n"

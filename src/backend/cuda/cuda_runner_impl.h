@@ -1,0 +1,163 @@
+// The CUDA runner class, shared by cuda_runner.cpp (text decoder, KV cache, decode graphs) and
+// cuda_vision.cpp (vision tower). Internal to the backend.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_runner.h"
+#include "backend/cuda/gemm.h"
+#include "backend/cuda/kernels.h"
+#include "model/runner.h"
+#include "model/weights.h"
+
+namespace ost::cuda {
+
+// Device allocations that live for one call.
+class DeviceScratch {
+ public:
+  ~DeviceScratch() {
+    for (void* p : ptrs_) cudaFree(p);
+  }
+  Result<void*> alloc(size_t bytes) {
+    void* p = nullptr;
+    OST_CUDA_RET(cudaMalloc(&p, std::max<size_t>(bytes, 16)));
+    ptrs_.push_back(p);
+    return p;
+  }
+
+ private:
+  std::vector<void*> ptrs_;
+};
+
+class CudaRunner;
+
+class CudaSequence final : public SequenceState {
+ public:
+  ~CudaSequence() override;
+  int64_t length() const override { return len; }
+  CudaRunner* runner = nullptr;
+  std::vector<int32_t> blocks;  // pool block ids, in token order
+  int64_t len = 0, capacity = 0, rope_delta = 0;
+};
+
+class CudaRunner final : public ModelRunner {
+ public:
+  static constexpr int kBlock = 16;              // tokens per KV block
+  static constexpr int64_t kMaxRows = 512;       // tokens per forward (prefill chunk)
+  static constexpr int kMaxSeqs = 64;            // sequences per decode step
+  static constexpr size_t kMaxPoolTokens = 1 << 20;
+  static constexpr int64_t kMaxSeqTokens = 1 << 17;
+
+  ~CudaRunner() override;
+  Status load(const std::string& dir);
+  const CudaRunnerInfo& info() const { return info_; }
+
+  const ModelConfig& config() const override { return cfg_.model; }
+  const GenerationConfig& generation() const override { return cfg_.generation; }
+  const PreprocessorConfig& preprocessor() const override { return cfg_.preprocessor; }
+  std::string device_name() const override { return "cuda:" + info_.device; }
+  Result<VisionOutput> encode_images(const VisionInput& in) override;
+  Result<std::unique_ptr<SequenceState>> new_sequence(int64_t capacity) override;
+  Result<std::vector<float>> prefill(SequenceState& s, const std::vector<int32_t>& ids,
+                                     const MropePositions& pos, const VisionOutput* vision,
+                                     bool all_logits) override;
+  Result<std::vector<float>> decode(SequenceState& s, int32_t id) override;
+  Result<std::vector<float>> decode_batch(const std::vector<SequenceState*>& seqs,
+                                          const std::vector<int32_t>& ids) override;
+  Result<std::vector<int32_t>> decode_greedy(const std::vector<SequenceState*>& seqs,
+                                             const std::vector<int32_t>& ids);
+  void release_blocks(const std::vector<int32_t>& blocks);
+  Result<std::vector<std::pair<std::string, double>>> profile_decode(const std::vector<SequenceState*>& seqs,
+                                                                     const std::vector<int32_t>& ids);
+
+ private:
+  // Per-row int32 inputs of a forward, each a field of kMaxRows in the staging area, followed
+  // by the block tables (kMaxSeqs rows of table_width_).
+  enum StepField { kIds, kPosT, kPosH, kPosW, kSlot, kSeq, kLen, kImage, kStepFields };
+  struct Layer {
+    bf16 *qkv = nullptr, *o = nullptr, *gu = nullptr, *down = nullptr;  // [out, in]
+    bf16 *attn_norm = nullptr, *ffn_norm = nullptr, *q_norm = nullptr, *k_norm = nullptr;
+  };
+  struct ImageRows {
+    int64_t n = 0;
+    const bf16* embeds = nullptr;            // bf16 [n, hidden]
+    std::vector<const bf16*> deepstack;      // per deepstack layer, bf16 [n, hidden]
+  };
+  struct VLinear {
+    bf16 *w = nullptr, *b = nullptr;
+  };
+  struct VNorm {
+    bf16 *w = nullptr, *b = nullptr;
+  };
+  struct VBlock {
+    VNorm norm1, norm2;
+    VLinear qkv, proj, fc1, fc2;
+  };
+  struct VMerger {
+    VNorm norm;
+    VLinear fc1, fc2;
+  };
+
+  Result<void*> alloc(size_t bytes);
+  Status copy_rows(const ops::WeightView& w, bf16* dst);
+  Result<bf16*> upload_rows(const ops::WeightView& w);
+  Result<bf16*> upload_vec(const std::vector<float>& v);
+  Status load_linear(const Linear& l, VLinear& out);
+  Status load_norm(const Norm& n, VNorm& out);
+  Status load_vision();
+  Status run_merger(const VMerger& m, const bf16* x, int64_t N, bool norm_after_merge,
+                    std::vector<float>& out);
+
+  int32_t* field(int32_t* base, StepField f) const;
+  int32_t slot_of(const CudaSequence& s, int64_t i) const;
+  void stage_table(int seq, const CudaSequence& s);
+  Status upload_staging(int n_seqs);
+  Status forward(int64_t n, int64_t logits_from, const ImageRows* img);
+  void mark_start();
+  void mark(const char* category);  // profiling: time since the previous mark goes to category
+  Status decode_step(const std::vector<SequenceState*>& seqs, const std::vector<int32_t>& ids);
+
+  FolderConfigs cfg_;
+  std::unique_ptr<ModelWeights> host_;  // mapped checkpoint (the pos-embed table is read from it)
+  CudaRunnerInfo info_;
+  size_t weight_bytes_ = 0;
+  std::vector<void*> allocs_;
+  cudaStream_t stream_ = nullptr;
+  Gemm gemm_;
+
+  std::vector<Layer> layers_;
+  bf16 *embed_ = nullptr, *norm_ = nullptr, *lm_head_ = nullptr;
+  float* inv_freq_ = nullptr;   // f32 [hd/2]
+  int32_t* axis_ = nullptr;     // int32 [hd/2]
+
+  VLinear patch_;
+  std::vector<VBlock> vblocks_;
+  VMerger merger_;
+  std::vector<VMerger> ds_mergers_;
+
+  // Step buffers (kMaxRows rows).
+  bf16 *x_ = nullptr, *h_ = nullptr, *qkv_ = nullptr, *q_ = nullptr, *attn_ = nullptr;
+  bf16 *gu_ = nullptr, *act_ = nullptr, *logits_ = nullptr;
+  float* logits_f32_ = nullptr;
+  int32_t* argmax_ = nullptr;
+
+  // Paged KV cache: per layer bf16 [num_blocks·kBlock, n_kv, hd] for K and for V.
+  std::vector<bf16*> kc_, vc_;
+  int64_t num_blocks_ = 0;
+  int table_width_ = 0;
+  std::vector<int32_t> free_blocks_;
+
+  int32_t* staging_host_ = nullptr;  // pinned
+  int32_t* staging_dev_ = nullptr;
+  size_t staging_elems_ = 0;
+
+  bool use_graphs_ = true;
+  bool profile_ = false;
+  std::vector<std::pair<const char*, cudaEvent_t>> marks_;
+  std::map<int, cudaGraphExec_t> graphs_;  // decode step per batch size
+};
+
+}  // namespace ost::cuda

@@ -1,0 +1,476 @@
+// The CUDA kernels of kernels.h. Row kernels use one block per row and 16-byte accesses where
+// the row length allows; attention keeps one warp per key stream and merges the warps at the end
+// (flash-decoding inside one block), which is enough while attention is a small share of the
+// step (decode reads the weights once per token; prefill is GEMM-bound).
+#include <cfloat>
+#include <cmath>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernels.h"
+
+namespace ost::cuda {
+namespace {
+
+__device__ __forceinline__ float rb(float x) { return __bfloat162float(__float2bfloat16(x)); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Sum over the block; every thread gets the result. blockDim.x must be a multiple of 32.
+__device__ float block_sum(float v) {
+  __shared__ float part[32];
+  __shared__ float total;
+  v = warp_sum(v);
+  const int w = threadIdx.x / 32, l = threadIdx.x % 32;
+  if (l == 0) part[w] = v;
+  __syncthreads();
+  if (w == 0) {
+    float t = l < int(blockDim.x / 32) ? part[l] : 0.0f;
+    t = warp_sum(t);
+    if (l == 0) total = t;
+  }
+  __syncthreads();
+  const float r = total;
+  __syncthreads();  // part/total may be reused by the next call
+  return r;
+}
+
+struct alignas(16) Pack8 {
+  __nv_bfloat162 h[4];
+};
+
+__device__ __forceinline__ void unpack8(const Pack8& p, float* f) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    float2 t = __bfloat1622float2(p.h[i]);
+    f[2 * i] = t.x;
+    f[2 * i + 1] = t.y;
+  }
+}
+__device__ __forceinline__ Pack8 pack8(const float* f) {
+  Pack8 p;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) p.h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+  return p;
+}
+
+__global__ void embedding_kernel(EmbeddingParams p) {
+  const int64_t i = blockIdx.x;
+  const bf16* src = p.table + int64_t(p.ids[i]) * p.d;
+  bf16* dst = p.out + i * p.d;
+  if (p.d % 8 == 0) {
+    for (int64_t c = threadIdx.x; c < p.d / 8; c += blockDim.x)
+      reinterpret_cast<Pack8*>(dst)[c] = reinterpret_cast<const Pack8*>(src)[c];
+  } else {
+    for (int64_t c = threadIdx.x; c < p.d; c += blockDim.x) dst[c] = src[c];
+  }
+}
+
+__global__ void scatter_rows_kernel(ScatterRowsParams p) {
+  const int64_t r = blockIdx.x;
+  bf16* dst = p.dst + int64_t(p.idx[r]) * p.d;
+  const bf16* src = p.src + r * p.d;
+  for (int64_t c = threadIdx.x; c < p.d; c += blockDim.x)
+    dst[c] = p.add ? __float2bfloat16(__bfloat162float(dst[c]) + __bfloat162float(src[c])) : src[c];
+}
+
+__global__ void add_rms_norm_kernel(AddRmsNormParams p) {
+  const int64_t row = blockIdx.x;
+  bf16* x = p.x + row * p.d;
+  const bf16* dl = p.delta ? p.delta + row * p.d : nullptr;
+  const int nc = p.d / 8;
+  float ss = 0.0f;
+  for (int c = threadIdx.x; c < nc; c += blockDim.x) {
+    float v[8];
+    unpack8(reinterpret_cast<const Pack8*>(x)[c], v);
+    if (dl) {
+      float d[8];
+      unpack8(reinterpret_cast<const Pack8*>(dl)[c], d);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) v[k] = rb(v[k] + d[k]);
+      reinterpret_cast<Pack8*>(x)[c] = pack8(v);
+    }
+#pragma unroll
+    for (int k = 0; k < 8; ++k) ss += v[k] * v[k];
+  }
+  ss = block_sum(ss);
+  const float r = 1.0f / sqrtf(ss / float(p.d) + p.eps);
+  bf16* y = p.y + row * p.d;
+  for (int c = threadIdx.x; c < nc; c += blockDim.x) {
+    float v[8], w[8];
+    unpack8(reinterpret_cast<const Pack8*>(x)[c], v);
+    unpack8(reinterpret_cast<const Pack8*>(p.w)[c], w);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] = rb(v[k] * r) * w[k];
+    reinterpret_cast<Pack8*>(y)[c] = pack8(v);
+  }
+}
+
+__global__ void layer_norm_kernel(LayerNormParams p) {
+  const int64_t row = blockIdx.x;
+  const bf16* x = p.x + row * p.d;
+  const int nc = p.d / 8;
+  float s = 0.0f;
+  for (int c = threadIdx.x; c < nc; c += blockDim.x) {
+    float v[8];
+    unpack8(reinterpret_cast<const Pack8*>(x)[c], v);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) s += v[k];
+  }
+  const float mean = block_sum(s) / float(p.d);
+  float ss = 0.0f;
+  for (int c = threadIdx.x; c < nc; c += blockDim.x) {
+    float v[8];
+    unpack8(reinterpret_cast<const Pack8*>(x)[c], v);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) ss += (v[k] - mean) * (v[k] - mean);
+  }
+  const float rstd = 1.0f / sqrtf(block_sum(ss) / float(p.d) + p.eps);
+  bf16* y = p.y + row * p.d;
+  for (int c = threadIdx.x; c < nc; c += blockDim.x) {
+    float v[8], w[8], b[8];
+    unpack8(reinterpret_cast<const Pack8*>(x)[c], v);
+    unpack8(reinterpret_cast<const Pack8*>(p.w)[c], w);
+    unpack8(reinterpret_cast<const Pack8*>(p.b)[c], b);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] = (v[k] - mean) * rstd * w[k] + b[k];
+    reinterpret_cast<Pack8*>(y)[c] = pack8(v);
+  }
+}
+
+// One warp per (token, head) over the q, k and v heads; lane handles the rope pairs
+// (j, j + hd/2) for j = lane + 32·t.
+constexpr int kMaxPairsPerLane = 4;  // head_dim <= 256
+__global__ void qk_norm_rope_kernel(QkNormRopeParams p) {
+  const int heads_all = p.n_heads + 2 * p.n_kv;
+  const int64_t wid = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (wid >= p.n * heads_all) return;
+  const int64_t i = wid / heads_all;
+  const int hh = int(wid % heads_all);
+  const int hd = p.head_dim, half = hd / 2;
+  const bf16* src = p.qkv + i * int64_t(heads_all) * hd + int64_t(hh) * hd;
+  if (hh >= p.n_heads + p.n_kv) {  // v: copied into the cache as is
+    bf16* dst = p.v_cache + (int64_t(p.slot[i]) * p.n_kv + (hh - p.n_heads - p.n_kv)) * hd;
+    for (int d = lane; d < hd; d += 32) dst[d] = src[d];
+    return;
+  }
+  const bool is_q = hh < p.n_heads;
+  const bf16* w = is_q ? p.q_norm : p.k_norm;
+  bf16* dst = is_q ? p.q_out + (i * p.n_heads + hh) * hd
+                   : p.k_cache + (int64_t(p.slot[i]) * p.n_kv + (hh - p.n_heads)) * hd;
+  float x0[kMaxPairsPerLane], x1[kMaxPairsPerLane];
+  float ss = 0.0f;
+#pragma unroll
+  for (int t = 0; t < kMaxPairsPerLane; ++t) {
+    const int j = lane + 32 * t;
+    x0[t] = x1[t] = 0.0f;
+    if (j < half) {
+      x0[t] = __bfloat162float(src[j]);
+      x1[t] = __bfloat162float(src[j + half]);
+      ss += x0[t] * x0[t] + x1[t] * x1[t];
+    }
+  }
+  ss = warp_sum(ss);
+  const float r = 1.0f / sqrtf(ss / float(hd) + p.eps);
+#pragma unroll
+  for (int t = 0; t < kMaxPairsPerLane; ++t) {
+    const int j = lane + 32 * t;
+    if (j >= half) continue;
+    const float n0 = rb(rb(x0[t] * r) * __bfloat162float(w[j]));
+    const float n1 = rb(rb(x1[t] * r) * __bfloat162float(w[j + half]));
+    const float a = float(p.pos[int64_t(p.axis[j]) * (p.pos_stride ? p.pos_stride : p.n) + i]) * p.inv_freq[j];  // fp32 angle
+    const float c = rb(float(cos(double(a)))), s = rb(float(sin(double(a))));
+    dst[j] = __float2bfloat16(rb(n0 * c) - rb(n1 * s));
+    dst[j + half] = __float2bfloat16(rb(n1 * c) + rb(n0 * s));
+  }
+}
+
+__global__ void silu_mul_kernel(SiluMulParams p) {
+  const int64_t total = p.n * p.inter;
+  for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < total;
+       k += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = k / p.inter, c = k % p.inter;
+    const float g = __bfloat162float(p.gu[r * 2 * p.inter + c]);
+    const float u = __bfloat162float(p.gu[r * 2 * p.inter + p.inter + c]);
+    p.y[k] = __float2bfloat16(rb(g / (1.0f + expf(-g))) * u);
+  }
+}
+
+__global__ void add_kernel(bf16* x, const bf16* d, int64_t n) {
+  for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < n;
+       k += int64_t(gridDim.x) * blockDim.x)
+    x[k] = __float2bfloat16(__bfloat162float(x[k]) + __bfloat162float(d[k]));
+}
+
+__global__ void gelu_kernel(bf16* x, int64_t n, bool erf_form) {
+  for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < n;
+       k += int64_t(gridDim.x) * blockDim.x) {
+    const float v = __bfloat162float(x[k]);
+    float y;
+    if (erf_form) {
+      y = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+    } else {
+      const float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+      y = 0.5f * v * (1.0f + tanhf(u));
+    }
+    x[k] = __float2bfloat16(y);
+  }
+}
+
+__global__ void rope_kernel(RopeParams p) {
+  const int64_t wid = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (wid >= p.n * p.n_heads) return;
+  const int64_t r = wid / p.n_heads;
+  const int h = int(wid % p.n_heads), half = p.head_dim / 2;
+  bf16* x = p.x + r * p.row_stride + int64_t(h) * p.head_dim;
+  for (int j = lane; j < half; j += 32) {
+    const float a = __bfloat162float(x[j]), b = __bfloat162float(x[j + half]);
+    const float c = p.cos[r * half + j], s = p.sin[r * half + j];
+    x[j] = __float2bfloat16(a * c - b * s);
+    x[j + half] = __float2bfloat16(b * c + a * s);
+  }
+}
+
+// Attention: block = (query row, kv head), kAttnWarps warps splitting the keys; each warp keeps an online
+// softmax for the G query heads of its kv head; the warps merge through shared memory. Lane owns
+// dims lane·E .. lane·E + E - 1 (E = ceil(hd / 32)).
+constexpr int kAttnWarps = 8;  // 8 key streams: decode rows need the parallelism
+constexpr int kMaxGroup = 8;
+template <int E>
+__global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(AttentionParams p) {
+  const int64_t i = blockIdx.x;
+  const int g = blockIdx.y;
+  const int G = p.n_heads / p.n_kv;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int hd = p.head_dim;
+  const int len = p.row_len[i];
+
+  float q[kMaxGroup][E], acc[kMaxGroup][E], m[kMaxGroup], l[kMaxGroup];
+#pragma unroll
+  for (int h = 0; h < kMaxGroup; ++h) {
+    m[h] = -INFINITY;
+    l[h] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const int d = lane * E + e;
+      acc[h][e] = 0.0f;
+      q[h][e] = (h < G && d < hd)
+                    ? __bfloat162float(p.q[i * p.q_stride + int64_t(g * G + h) * hd + d]) * p.scale
+                    : 0.0f;
+    }
+  }
+  const int32_t* table = p.block_table ? p.block_table + int64_t(p.row_seq[i]) * p.table_width : nullptr;
+  const int64_t start = p.block_table ? 0 : p.row_start[i];
+  for (int j = warp; j < len; j += kAttnWarps) {
+    int64_t off;
+    if (table) {
+      const int64_t slot = int64_t(table[j / p.block_size]) * p.block_size + j % p.block_size;
+      off = (slot * p.n_kv + g) * hd;
+    } else {
+      off = (start + j) * p.kv_stride + int64_t(g) * hd;
+    }
+    float kf[E], vf[E];
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const int d = lane * E + e;
+      kf[e] = d < hd ? __bfloat162float(p.k[off + d]) : 0.0f;
+      vf[e] = d < hd ? __bfloat162float(p.v[off + d]) : 0.0f;
+    }
+#pragma unroll
+    for (int h = 0; h < kMaxGroup; ++h) {
+      if (h >= G) break;
+      float s = 0.0f;
+#pragma unroll
+      for (int e = 0; e < E; ++e) s += q[h][e] * kf[e];
+      s = warp_sum(s);
+      const float mn = fmaxf(m[h], s);
+      const float corr = __expf(m[h] - mn), pj = __expf(s - mn);
+      l[h] = l[h] * corr + pj;
+#pragma unroll
+      for (int e = 0; e < E; ++e) acc[h][e] = acc[h][e] * corr + pj * vf[e];
+      m[h] = mn;
+    }
+  }
+
+  __shared__ float sm_m[kAttnWarps][kMaxGroup], sm_l[kAttnWarps][kMaxGroup];
+  __shared__ float sm_acc[kAttnWarps][kMaxGroup][E * 32];
+#pragma unroll
+  for (int h = 0; h < kMaxGroup; ++h) {
+    if (lane == 0) {
+      sm_m[warp][h] = m[h];
+      sm_l[warp][h] = l[h];
+    }
+#pragma unroll
+    for (int e = 0; e < E; ++e) sm_acc[warp][h][lane * E + e] = acc[h][e];
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < G * hd; idx += blockDim.x) {
+    const int h = idx / hd, d = idx % hd;
+    float M = -INFINITY;
+    for (int w = 0; w < kAttnWarps; ++w) M = fmaxf(M, sm_m[w][h]);
+    float L = 0.0f, A = 0.0f;
+    for (int w = 0; w < kAttnWarps; ++w) {
+      if (sm_m[w][h] == -INFINITY) continue;
+      const float f = __expf(sm_m[w][h] - M);
+      L += sm_l[w][h] * f;
+      A += sm_acc[w][h][d] * f;
+    }
+    p.out[i * p.out_stride + int64_t(g * G + h) * hd + d] = __float2bfloat16(L > 0.0f ? A / L : 0.0f);
+  }
+}
+
+__global__ void bf16_to_f32_kernel(const bf16* x, float* y, int64_t n) {
+  for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < n;
+       k += int64_t(gridDim.x) * blockDim.x)
+    y[k] = __bfloat162float(x[k]);
+}
+
+__global__ void argmax_kernel(const bf16* x, int64_t d, int32_t* out) {
+  const bf16* row = x + int64_t(blockIdx.x) * d;
+  float best = -INFINITY;
+  int64_t bi = -1;
+  for (int64_t k = threadIdx.x; k < d; k += blockDim.x) {
+    const float v = __bfloat162float(row[k]);
+    if (bi < 0 || v > best) best = v, bi = k;  // strided scan: first index wins ties per thread
+  }
+  __shared__ float sv[1024];
+  __shared__ int64_t si[1024];
+  sv[threadIdx.x] = best;
+  si[threadIdx.x] = bi;
+  __syncthreads();
+  for (int o = blockDim.x / 2; o > 0; o >>= 1) {
+    if (int(threadIdx.x) < o) {
+      const float v2 = sv[threadIdx.x + o];
+      const int64_t i2 = si[threadIdx.x + o];
+      const float v1 = sv[threadIdx.x];
+      const int64_t i1 = si[threadIdx.x];
+      if (i2 >= 0 && (i1 < 0 || v2 > v1 || (v2 == v1 && i2 < i1))) {
+        sv[threadIdx.x] = v2;
+        si[threadIdx.x] = i2;
+      }
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[blockIdx.x] = int32_t(si[0]);
+}
+
+int grid_for(int64_t n, int threads) {
+  const int64_t b = (n + threads - 1) / threads;
+  return int(b < 65536 ? (b > 0 ? b : 1) : 65536);
+}
+
+int row_threads(int64_t chunks) {
+  int t = 32;
+  while (t < 256 && t < chunks) t *= 2;
+  return t;
+}
+
+}  // namespace
+
+Status launch_embedding(const EmbeddingParams& p, cudaStream_t s) {
+  if (p.n == 0) return Status::ok();
+  embedding_kernel<<<unsigned(p.n), 128, 0, s>>>(p);
+  OST_LAUNCH_RET();
+  return Status::ok();
+}
+
+Status launch_scatter_rows(const ScatterRowsParams& p, cudaStream_t s) {
+  if (p.n == 0) return Status::ok();
+  scatter_rows_kernel<<<unsigned(p.n), 256, 0, s>>>(p);
+  OST_LAUNCH_RET();
+  return Status::ok();
+}
+
+Status launch_add_rms_norm(const AddRmsNormParams& p, cudaStream_t s) {
+  if (p.d % 8 != 0) return make_error("add_rms_norm: d = %d is not a multiple of 8", p.d);
+  if (p.n == 0) return Status::ok();
+  add_rms_norm_kernel<<<unsigned(p.n), row_threads(p.d / 8), 0, s>>>(p);
+  OST_LAUNCH_RET();
+  return Status::ok();
+}
+
+Status launch_layer_norm(const LayerNormParams& p, cudaStream_t s) {
+  if (p.d % 8 != 0) return make_error("layer_norm: d = %d is not a multiple of 8", p.d);
+  if (p.n == 0) return Status::ok();
+  layer_norm_kernel<<<unsigned(p.n), row_threads(p.d / 8), 0, s>>>(p);
+  OST_LAUNCH_RET();
+  return Status::ok();
+}
+
+Status launch_qk_norm_rope(const QkNormRopeParams& p, cudaStream_t s) {
+  if (p.head_dim % 2 != 0 || p.head_dim > 64 * kMaxPairsPerLane)
+    return make_error("qk_norm_rope: head_dim %d is not supported", p.head_dim);
+  if (p.n == 0) return Status::ok();
+  const int64_t warps = p.n * (p.n_heads + 2 * p.n_kv);
+  qk_norm_rope_kernel<<<unsigned((warps * 32 + 127) / 128), 128, 0, s>>>(p);
+  OST_LAUNCH_RET();
+  return Status::ok();
+}
+
+Status launch_silu_mul(const SiluMulParams& p, cudaStream_t s) {
+  if (p.n == 0) return Status::ok();
+  silu_mul_kernel<<<grid_for(p.n * p.inter, 256), 256, 0, s>>>(p);
+  OST_LAUNCH_RET();
+  return Status::ok();
+}
+
+Status launch_add(bf16* x, const bf16* d, int64_t n, cudaStream_t s) {
+  if (n == 0) return Status::ok();
+  add_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, d, n);
+  OST_LAUNCH_RET();
+  return Status::ok();
+}
+
+Status launch_gelu(bf16* x, int64_t n, bool erf, cudaStream_t s) {
+  if (n == 0) return Status::ok();
+  gelu_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, n, erf);
+  OST_LAUNCH_RET();
+  return Status::ok();
+}
+
+Status launch_rope(const RopeParams& p, cudaStream_t s) {
+  if (p.n == 0) return Status::ok();
+  const int64_t warps = p.n * p.n_heads;
+  rope_kernel<<<unsigned((warps * 32 + 127) / 128), 128, 0, s>>>(p);
+  OST_LAUNCH_RET();
+  return Status::ok();
+}
+
+Status launch_attention(const AttentionParams& p, cudaStream_t s) {
+  if (p.n_kv <= 0 || p.n_heads % p.n_kv != 0 || p.n_heads / p.n_kv > kMaxGroup)
+    return make_error("attention: %d heads over %d kv heads is not supported", p.n_heads, p.n_kv);
+  if (!p.block_table && !p.row_start) return make_error("attention: no key addressing given");
+  if (p.n == 0) return Status::ok();
+  const dim3 grid(unsigned(p.n), unsigned(p.n_kv));
+  const int E = (p.head_dim + 31) / 32;
+  switch (E) {
+    case 1: attention_kernel<1><<<grid, kAttnWarps * 32, 0, s>>>(p); break;
+    case 2: attention_kernel<2><<<grid, kAttnWarps * 32, 0, s>>>(p); break;
+    case 3: attention_kernel<3><<<grid, kAttnWarps * 32, 0, s>>>(p); break;
+    case 4: attention_kernel<4><<<grid, kAttnWarps * 32, 0, s>>>(p); break;
+    default: return make_error("attention: head_dim %d is not supported", p.head_dim);
+  }
+  OST_LAUNCH_RET();
+  return Status::ok();
+}
+
+Status launch_bf16_to_f32(const bf16* x, float* y, int64_t n, cudaStream_t s) {
+  if (n == 0) return Status::ok();
+  bf16_to_f32_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, y, n);
+  OST_LAUNCH_RET();
+  return Status::ok();
+}
+
+Status launch_argmax(const bf16* x, int64_t rows, int64_t d, int32_t* out, cudaStream_t s) {
+  if (rows == 0) return Status::ok();
+  argmax_kernel<<<unsigned(rows), 1024, 0, s>>>(x, d, out);
+  OST_LAUNCH_RET();
+  return Status::ok();
+}
+
+}  // namespace ost::cuda

@@ -1,0 +1,560 @@
+#include "engine/engine_loop.h"
+
+#include <algorithm>
+#include <cmath>
+#include <list>
+#include <unordered_map>
+
+#include "core/sha256.h"
+#include "engine/scheduler.h"
+
+namespace ost {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// See Engine::generate: text that may still become a stop string is held back.
+size_t stop_holdback(const std::string& text, const std::vector<std::string>& stops) {
+  size_t hold = 0;
+  for (auto& s : stops) {
+    if (s.empty()) continue;
+    for (size_t k = std::min(s.size() - 1, text.size()); k > hold; --k)
+      if (text.compare(text.size() - k, k, s, 0, k) == 0) {
+        hold = k;
+        break;
+      }
+  }
+  return hold;
+}
+
+uint64_t hash64(const void* data, size_t n) {
+  const std::string hex = sha256_hex(data, n);
+  return std::stoull(hex.substr(0, 16), nullptr, 16);
+}
+
+// Token key for the prefix cache: the id for text, the image's content and place for images.
+uint64_t image_key(uint64_t image_hash, int64_t index) {
+  uint64_t h = image_hash ^ (uint64_t(index) * 0x9E3779B97F4A7C15ull);
+  h = (h ^ (h >> 29)) * 0xBF58476D1CE4E5B9ull;
+  return (h ^ (h >> 32)) | (1ull << 63);  // token ids never have the top bit
+}
+
+// Rows [a, b) of the request's vision output (the <|image_pad|> tokens of one prefill chunk).
+VisionOutput slice_vision(const VisionOutput& v, int64_t a, int64_t b) {
+  VisionOutput out;
+  out.n_merged = b - a;
+  if (v.n_merged == 0) return out;
+  const size_t dim = v.embeds.size() / size_t(v.n_merged);
+  out.embeds.assign(v.embeds.begin() + a * int64_t(dim), v.embeds.begin() + b * int64_t(dim));
+  for (auto& d : v.deepstack) {
+    const size_t dd = d.size() / size_t(v.n_merged);
+    out.deepstack.emplace_back(d.begin() + a * int64_t(dd), d.begin() + b * int64_t(dd));
+  }
+  return out;
+}
+
+MropePositions slice_positions(const MropePositions& p, int64_t a, int64_t b) {
+  MropePositions out;
+  out.n = b - a;
+  out.rope_delta = p.rope_delta;
+  out.pos.resize(size_t(3 * out.n));
+  for (int ax = 0; ax < 3; ++ax)
+    std::copy(p.pos.begin() + ax * p.n + a, p.pos.begin() + ax * p.n + b, out.pos.begin() + ax * out.n);
+  return out;
+}
+
+}  // namespace
+
+// ---- RequestChannel ----
+
+void RequestChannel::push(RequestEvent e) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    q_.push_back(std::move(e));
+  }
+  cv_.notify_all();
+}
+
+bool RequestChannel::pop(RequestEvent& e, std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> l(mu_);
+  if (!cv_.wait_for(l, timeout, [&] { return !q_.empty(); })) return false;
+  e = std::move(q_.front());
+  q_.pop_front();
+  return true;
+}
+
+void RequestChannel::cancel() {
+  if (!cancelled_.exchange(true) && wake_) wake_();
+}
+
+// ---- engine-thread state ----
+
+struct EngineLoop::Live {
+  uint64_t id = 0;
+  PreparedRequest req;
+  std::shared_ptr<RequestChannel> ch;
+  SchedSeq seq;
+  std::vector<int32_t> tokens;  // prompt + generated
+  std::unique_ptr<SequenceState> state;
+  std::shared_ptr<VisionOutput> vision;  // all images of the request, concatenated
+  MropePositions pos;                    // of `tokens` when the current computation started
+  std::unique_ptr<Sampler> sampler;
+  std::unique_ptr<StreamDecoder> detok;
+  std::string text;
+  size_t emitted = 0;
+  int generated = 0;
+  Clock::time_point submitted, last_token;
+  bool done = false;
+};
+
+struct EngineLoop::State {
+  std::unique_ptr<BlockManager> blocks;
+  std::unique_ptr<Scheduler> sched;
+  std::unordered_map<SchedSeq*, std::unique_ptr<Live>> live;
+  // Vision outputs by image hash, most recently used at the front.
+  std::list<std::pair<uint64_t, std::shared_ptr<const VisionOutput>>> image_lru;
+  uint64_t next_id = 1;
+};
+
+Result<std::unique_ptr<EngineLoop>> EngineLoop::start(std::unique_ptr<ModelRunner> runner, Tokenizer tokenizer,
+                                                      std::string model_name, const EngineLoopOptions& opt) {
+  std::unique_ptr<EngineLoop> e(new EngineLoop());
+  e->runner_ = std::move(runner);
+  e->tok_ = std::move(tokenizer);
+  e->model_name_ = std::move(model_name);
+  e->opt_ = opt;
+  const TextConfig& t = e->runner_->config().text;
+  const int64_t bytes_per_token = int64_t(t.num_layers) * 2 * t.num_kv_heads * t.head_dim * 4;
+  const int64_t blocks = (opt.kv_memory_mb << 20) / (bytes_per_token * opt.block_size);
+  if (blocks < 1)
+    return make_error("--kv-memory %lld MB holds no block of %d tokens (%lld bytes per token)",
+                      (long long)opt.kv_memory_mb, opt.block_size, (long long)bytes_per_token);
+  if (opt.max_running < 1 || opt.step_tokens < opt.max_running || opt.prefill_chunk < 1)
+    return make_error("engine options: need max_running >= 1, step_tokens >= max_running, prefill_chunk >= 1");
+  e->num_blocks_ = int(std::min<int64_t>(blocks, 1 << 30));
+  e->st_ = std::make_unique<State>();
+  e->st_->blocks = std::make_unique<BlockManager>(e->num_blocks_, opt.block_size);
+  SchedulerOptions so;
+  so.max_running = opt.max_running;
+  so.step_tokens = opt.step_tokens;
+  so.prefill_chunk = opt.prefill_chunk;
+  so.skip_cached_compute = opt.skip_cached_compute;
+  e->st_->sched = std::make_unique<Scheduler>(*e->st_->blocks, so);
+  e->stats_.model_name = e->model_name_;
+  e->stats_.device = e->runner_->device_name();
+  e->stats_.ready = true;
+  e->stats_.kv_blocks_total = e->num_blocks_;
+  e->stats_.kv_blocks_free = e->num_blocks_;
+  e->stats_.kv_block_size = opt.block_size;
+  e->thread_ = std::thread([p = e.get()] { p->run(); });
+  return e;
+}
+
+EngineLoop::~EngineLoop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+int64_t EngineLoop::context_length() const {
+  const int m = runner_->config().text.max_position_embeddings;
+  return m > 0 ? m : (1 << 20);
+}
+
+Result<PreparedRequest> EngineLoop::prepare(const GenerateRequest& req) const {
+  OST_TRY(validate(req.sampling));
+  if (int(req.images.size()) != count_images(req.messages))
+    return make_error("%zu images given for %d image parts", req.images.size(), count_images(req.messages));
+  PreparedRequest out;
+  const PreprocessorConfig& pc = runner_->preprocessor();
+  PreprocessOptions po;
+  po.min_pixels = req.min_pixels > 0 ? req.min_pixels : pc.min_pixels;
+  po.max_pixels = req.max_pixels > 0 ? req.max_pixels : pc.max_pixels;
+  po.min_pixels = std::min(po.min_pixels, po.max_pixels);
+  po.patch_size = pc.patch_size;
+  po.temporal_patch_size = pc.temporal_patch_size;
+  po.merge_size = pc.merge_size;
+  po.mean = pc.image_mean;
+  po.std = pc.image_std;
+  po.rescale_factor = pc.rescale_factor;
+  for (size_t i = 0; i < req.images.size(); ++i) {
+    auto p = preprocess_image(req.images[i], po);
+    if (!p) return make_error("image %zu: %s", i + 1, p.message().c_str());
+    out.grids.push_back({p->grid_t, p->grid_h, p->grid_w});
+    out.image_hashes.push_back(hash64(p->pixel_values.data(), p->pixel_values.size() * sizeof(float)));
+    out.patches.push_back(std::move(*p));
+  }
+  auto text = format_chat(req.messages);
+  if (!text) return Error{text.message()};
+  const int32_t pad = runner_->config().image_token_id;
+  size_t img = 0;
+  for (int32_t id : tok_.encode(*text)) {
+    if (id != pad) {
+      out.prompt_ids.push_back(id);
+      continue;
+    }
+    if (img >= out.patches.size())
+      return make_error("the prompt holds more <|image_pad|> tokens than images (%zu)", out.patches.size());
+    out.prompt_ids.insert(out.prompt_ids.end(), size_t(out.patches[img++].num_tokens()), pad);
+  }
+  if (img != out.patches.size())
+    return make_error("%zu images given but the prompt has %zu image slots", out.patches.size(), img);
+  auto pos = compute_mrope_positions(out.prompt_ids, out.grids, runner_->config());
+  if (!pos) return Error{pos.message()};
+
+  const int64_t n = int64_t(out.prompt_ids.size());
+  const int64_t limit = std::min(context_length(), kv_capacity_tokens());
+  if (n >= limit)
+    return make_error("prompt too long: %lld tokens, the limit is %lld (context length %lld, KV memory for "
+                      "%lld tokens)",
+                      (long long)n, (long long)limit - 1, (long long)context_length(),
+                      (long long)kv_capacity_tokens());
+  if (req.max_tokens < 0) {
+    out.max_tokens = int(std::min<int64_t>(-int64_t(req.max_tokens), limit - n));
+  } else {
+    if (n + req.max_tokens > limit)
+      return make_error("prompt too long: %lld prompt tokens + max_tokens %d exceed the limit of %lld tokens",
+                        (long long)n, req.max_tokens, (long long)limit);
+    out.max_tokens = req.max_tokens;
+  }
+  out.sampling = req.sampling;
+  out.stop = req.stop;
+  out.ignore_eos = req.ignore_eos;
+  out.top_logprobs = req.top_logprobs;
+  return out;
+}
+
+Submitted EngineLoop::submit(PreparedRequest req) {
+  Submitted res;
+  auto live = std::make_unique<Live>();
+  live->req = std::move(req);
+  live->submitted = Clock::now();
+  live->ch = std::make_shared<RequestChannel>([this] {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      wake_ = true;
+    }
+    cv_.notify_all();
+  });
+  res.channel = live->ch;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (stop_) {
+      res.code = SubmitCode::kStopped;
+      res.message = "the engine is shutting down";
+      return res;
+    }
+    if (int64_t(inbox_.size()) + stats_.waiting >= opt_.max_queue) {
+      res.code = SubmitCode::kQueueFull;
+      res.message = "the request queue is full (" + std::to_string(opt_.max_queue) + " waiting); retry later";
+      return res;
+    }
+    inbox_.push_back(std::move(live));
+  }
+  cv_.notify_all();
+  return res;
+}
+
+EngineSnapshot EngineLoop::snapshot() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return stats_;
+}
+
+void EngineLoop::run() {
+  for (;;) {
+    std::deque<std::unique_ptr<Live>> fresh;
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      const bool idle = st_->live.empty();
+      if (idle) cv_.wait(l, [&] { return stop_ || !inbox_.empty() || wake_; });
+      wake_ = false;
+      if (stop_) break;
+      fresh.swap(inbox_);
+    }
+    for (auto& r : fresh) {
+      r->id = st_->next_id++;
+      r->tokens = r->req.prompt_ids;
+      r->seq.id = r->id;
+      r->seq.num_prompt = int64_t(r->tokens.size());
+      const int32_t pad = runner_->config().image_token_id;
+      size_t img = 0;
+      int64_t in_img = 0;
+      for (size_t i = 0; i < r->tokens.size(); ++i) {
+        if (r->tokens[i] != pad) {
+          if (in_img > 0) ++img, in_img = 0;
+          r->seq.keys.push_back(uint64_t(uint32_t(r->tokens[i])));
+          continue;
+        }
+        // Pads of consecutive images are not adjacent (vision_end/start sit between them).
+        r->seq.keys.push_back(image_key(img < r->req.image_hashes.size() ? r->req.image_hashes[img] : 0, in_img));
+        if (++in_img == r->req.patches[std::min(img, r->req.patches.size() - 1)].num_tokens()) ++img, in_img = 0;
+      }
+      r->sampler = std::make_unique<Sampler>(r->req.sampling, runner_->config().text.vocab_size);
+      r->sampler->set_prompt(r->tokens);
+      r->detok = std::make_unique<StreamDecoder>(tok_, /*skip_special=*/true);
+      SchedSeq* key = &r->seq;
+      st_->sched->add(key);
+      st_->live.emplace(key, std::move(r));
+    }
+    try {
+      step();
+    } catch (const std::exception& ex) {
+      std::vector<Live*> all;
+      for (auto& [k, r] : st_->live) all.push_back(r.get());
+      for (Live* r : all) fail(*r, std::string("internal error: ") + ex.what());
+    }
+    // Drop finished requests and publish the state.
+    for (auto it = st_->live.begin(); it != st_->live.end();)
+      it = it->second->done ? st_->live.erase(it) : std::next(it);
+    std::lock_guard<std::mutex> l(mu_);
+    const BlockManager& b = *st_->blocks;
+    stats_.waiting = int64_t(st_->sched->num_waiting());
+    stats_.running = int64_t(st_->sched->num_running());
+    stats_.kv_blocks_used = b.num_used();
+    stats_.kv_blocks_free = b.num_free();
+    stats_.kv_blocks_cached = b.num_cached();
+    stats_.prefix_query_tokens = st_->sched->counters().prefix_query_tokens;
+    stats_.prefix_hit_tokens = st_->sched->counters().prefix_hit_tokens;
+    stats_.preemptions = st_->sched->counters().preemptions;
+  }
+  // Shutting down: every open request gets an answer.
+  std::lock_guard<std::mutex> l(mu_);
+  for (auto& r : inbox_) r->ch->push({RequestEvent::Kind::kError, {}, {}, {}, 0, 0, 0, "the server is shutting down"});
+  for (auto& [k, r] : st_->live)
+    if (!r->done) r->ch->push({RequestEvent::Kind::kError, {}, {}, {}, 0, 0, 0, "the server is shutting down"});
+}
+
+void EngineLoop::finish(Live& r, const std::string& reason) {
+  if (r.done) return;
+  st_->sched->finish(&r.seq);
+  r.state.reset();
+  r.done = true;
+  RequestEvent e;
+  e.kind = RequestEvent::Kind::kDone;
+  e.finish_reason = reason;
+  e.prompt_tokens = r.seq.num_prompt;
+  e.completion_tokens = r.generated;
+  e.cached_tokens = r.seq.cached_tokens;
+  r.ch->push(std::move(e));
+  std::lock_guard<std::mutex> l(mu_);
+  stats_.e2e_s.observe(seconds_between(r.submitted, Clock::now()));
+  if (reason == "stop") stats_.finished_stop++;
+  else if (reason == "length") stats_.finished_length++;
+  else stats_.finished_cancelled++;
+}
+
+void EngineLoop::fail(Live& r, const std::string& message) {
+  if (r.done) return;
+  st_->sched->finish(&r.seq);
+  r.state.reset();
+  r.done = true;
+  RequestEvent e;
+  e.kind = RequestEvent::Kind::kError;
+  e.error = message;
+  r.ch->push(std::move(e));
+  std::lock_guard<std::mutex> l(mu_);
+  stats_.finished_error++;
+}
+
+Status EngineLoop::ensure_vision(Live& r) {
+  if (r.vision || r.req.patches.empty()) return Status::ok();
+  auto out = std::make_shared<VisionOutput>();
+  int64_t hits = 0;
+  for (size_t i = 0; i < r.req.patches.size(); ++i) {
+    const uint64_t h = r.req.image_hashes[i];
+    std::shared_ptr<const VisionOutput> v;
+    for (auto it = st_->image_lru.begin(); it != st_->image_lru.end(); ++it)
+      if (it->first == h) {
+        v = it->second;
+        st_->image_lru.splice(st_->image_lru.begin(), st_->image_lru, it);
+        ++hits;
+        break;
+      }
+    if (!v) {
+      const ImagePatches& p = r.req.patches[i];
+      VisionInput in;
+      in.pixel_values = p.pixel_values.data();
+      in.num_patches = int64_t(p.grid_t) * p.grid_h * p.grid_w;
+      in.grid_thw = {{p.grid_t, p.grid_h, p.grid_w}};
+      auto enc = runner_->encode_images(in);
+      if (!enc) return make_error("image %zu: %s", i + 1, enc.message().c_str());
+      v = std::make_shared<const VisionOutput>(std::move(*enc));
+      st_->image_lru.emplace_front(h, v);
+      while (int(st_->image_lru.size()) > opt_.image_cache_entries) st_->image_lru.pop_back();
+    }
+    out->embeds.insert(out->embeds.end(), v->embeds.begin(), v->embeds.end());
+    out->deepstack.resize(v->deepstack.size());
+    for (size_t d = 0; d < v->deepstack.size(); ++d)
+      out->deepstack[d].insert(out->deepstack[d].end(), v->deepstack[d].begin(), v->deepstack[d].end());
+    out->n_merged += v->n_merged;
+  }
+  r.vision = std::move(out);
+  std::lock_guard<std::mutex> l(mu_);
+  stats_.image_queries += int64_t(r.req.patches.size());
+  stats_.image_hits += hits;
+  return Status::ok();
+}
+
+// Samples the next token from `logits` (f32 [vocab]), streams its text; true when finished.
+bool EngineLoop::emit_token(Live& r, const float* logits) {
+  const ModelConfig& cfg = runner_->config();
+  const int vocab = cfg.text.vocab_size;
+  // Vision placeholders are never generated: they would be read as images on recompute.
+  std::vector<float> masked(logits, logits + vocab);
+  for (int id : {cfg.image_token_id, cfg.video_token_id, cfg.vision_start_token_id, cfg.vision_end_token_id})
+    if (id >= 0 && id < vocab) masked[size_t(id)] = -INFINITY;
+  GeneratedToken tok;
+  tok.id = r.sampler->sample(masked.data());
+  tok.top = top_logprobs(logits, vocab, r.req.top_logprobs, &tok.logprob, tok.id);
+  r.sampler->accept(tok.id);
+  r.tokens.push_back(tok.id);
+  r.seq.keys.push_back(uint64_t(uint32_t(tok.id)));
+  r.generated++;
+
+  const auto& eos = runner_->generation().eos_token_ids;
+  const bool is_eos = !r.req.ignore_eos && std::find(eos.begin(), eos.end(), tok.id) != eos.end();
+  const bool last = r.generated >= r.req.max_tokens;
+  bool stopped = is_eos;
+  if (!is_eos) r.text += r.detok->push(tok.id);
+  if (is_eos || last) r.text += r.detok->flush();
+  size_t cut = std::string::npos;
+  for (auto& s : r.req.stop)
+    if (!s.empty()) cut = std::min(cut, r.text.find(s, r.emitted));
+  if (cut != std::string::npos) {
+    r.text.resize(cut);
+    stopped = true;
+  }
+  const size_t safe = stopped || last ? r.text.size() : r.text.size() - stop_holdback(r.text, r.req.stop);
+  RequestEvent e;
+  e.kind = RequestEvent::Kind::kToken;
+  e.token = std::move(tok);
+  e.delta = safe > r.emitted ? r.text.substr(r.emitted, safe - r.emitted) : "";
+  r.emitted = std::max(r.emitted, safe);
+  r.ch->push(std::move(e));
+
+  const auto now = Clock::now();
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (r.generated == 1) stats_.ttft_s.observe(seconds_between(r.submitted, now));
+    else stats_.itl_s.observe(seconds_between(r.last_token, now));
+    stats_.generated_tokens++;
+  }
+  r.last_token = now;
+  if (stopped || last) {
+    finish(r, stopped ? "stop" : "length");
+    return true;
+  }
+  return false;
+}
+
+void EngineLoop::step() {
+  Scheduler& sched = *st_->sched;
+  // Cancellations first: their blocks go back to the pool before this step is planned.
+  for (auto& [k, r] : st_->live)
+    if (!r->done && r->ch->cancelled()) finish(*r, "cancelled");
+
+  StepPlan plan = sched.schedule();
+  for (SchedSeq* s : plan.preempted) st_->live.at(s)->state.reset();
+  if (plan.empty()) {
+    // Nothing runs and the head of the queue cannot be placed: it does not fit the pool alone.
+    if (sched.num_running() == 0 && sched.num_waiting() > 0) {
+      Live& r = *st_->live.at(sched.waiting().front());
+      fail(r, "the request does not fit the KV memory (raise --kv-memory)");
+    }
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stats_.steps++;
+    stats_.batch_size.observe(double(plan.chunks.size()));
+  }
+
+  const int vocab = runner_->config().text.vocab_size;
+  std::vector<ScheduledChunk> ok;  // chunks that ran
+  std::vector<std::pair<Live*, std::vector<float>>> to_sample;
+  std::vector<Live*> dec_live;
+  std::vector<SequenceState*> dec_states;
+  std::vector<int32_t> dec_ids;
+  std::vector<ScheduledChunk> dec_chunks;
+
+  for (const ScheduledChunk& c : plan.chunks) {
+    Live& r = *st_->live.at(c.seq);
+    if (r.done) continue;
+    const bool decode = c.count == 1 && r.state && r.state->length() == c.start && c.start >= r.seq.num_prompt &&
+                        c.samples();
+    if (decode) {
+      dec_live.push_back(&r);
+      dec_states.push_back(r.state.get());
+      dec_ids.push_back(r.tokens[size_t(c.start)]);
+      dec_chunks.push_back(c);
+      continue;
+    }
+    if (c.start == 0) {  // a fresh computation (first admission or after preemption)
+      if (r.seq.preemptions == 0) {
+        std::lock_guard<std::mutex> l(mu_);
+        stats_.prompt_tokens += r.seq.num_prompt;
+      }
+      auto s = runner_->new_sequence(int64_t(r.req.prompt_ids.size()) + r.req.max_tokens);
+      if (!s) {
+        fail(r, s.message());
+        continue;
+      }
+      r.state = std::move(*s);
+      auto pos = compute_mrope_positions(r.tokens, r.req.grids, runner_->config());
+      if (!pos) {
+        fail(r, pos.message());
+        continue;
+      }
+      r.pos = std::move(*pos);
+      if (Status st = ensure_vision(r); !st) {
+        fail(r, st.message());
+        continue;
+      }
+    }
+    OST_CHECK(r.state && r.state->length() == c.start && c.start + c.count <= r.pos.n);
+    const int32_t pad = runner_->config().image_token_id;
+    const auto first = r.tokens.begin() + c.start, end = first + c.count;
+    const int64_t pads_before = std::count(r.tokens.begin(), first, pad);
+    const int64_t pads_in = std::count(first, end, pad);
+    VisionOutput vis;
+    if (pads_in > 0) vis = slice_vision(*r.vision, pads_before, pads_before + pads_in);
+    auto logits = runner_->prefill(*r.state, std::vector<int32_t>(first, end), slice_positions(r.pos, c.start, c.start + c.count),
+                                   pads_in > 0 ? &vis : nullptr, false);
+    if (!logits) {
+      fail(r, logits.message());
+      continue;
+    }
+    ok.push_back(c);
+    if (c.samples()) to_sample.emplace_back(&r, std::move(*logits));
+  }
+
+  if (!dec_states.empty()) {
+    auto logits = runner_->decode_batch(dec_states, dec_ids);
+    if (!logits) {
+      for (Live* r : dec_live) fail(*r, logits.message());
+    } else {
+      for (size_t i = 0; i < dec_live.size(); ++i) {
+        ok.push_back(dec_chunks[i]);
+        to_sample.emplace_back(dec_live[i], std::vector<float>(logits->begin() + int64_t(i) * vocab,
+                                                               logits->begin() + int64_t(i + 1) * vocab));
+      }
+    }
+  }
+
+  StepPlan done_plan;
+  for (auto& c : ok)
+    if (!st_->live.at(c.seq)->done) done_plan.chunks.push_back(c);
+  sched.complete(done_plan);
+  for (auto& [r, logits] : to_sample)
+    if (!r->done) emit_token(*r, logits.data());
+}
+
+}  // namespace ost

@@ -1,0 +1,133 @@
+// The serving engine: one thread owns the model runner, the scheduler, the KV accounting and
+// every request's state. Other threads only call prepare() (pure: images -> patches, chat ->
+// prompt ids, checks), submit() (enqueue) and read the request's channel; cancel() is a flag
+// the engine thread observes at the start of each step, when it frees the request's blocks.
+//
+// One step: take new requests and cancellations, plan (Scheduler), run the prefill chunks one
+// by one and all decodes in one decode_batch, then sample, detokenize, check stop conditions
+// and push events. No exception escapes the loop: a failing request gets an error event.
+#pragma once
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/engine.h"
+#include "engine/stats.h"
+#include "model/runner.h"
+
+namespace ost {
+
+struct EngineLoopOptions {
+  int block_size = 16;
+  int64_t kv_memory_mb = 1024;  // KV pool (f32 K and V of every layer on the CPU runner)
+  int max_running = 16;
+  int64_t step_tokens = 2048;
+  int64_t prefill_chunk = 512;
+  int max_queue = 256;          // waiting requests beyond this are refused
+  int image_cache_entries = 32; // vision-tower outputs kept by image content hash
+  bool skip_cached_compute = false;  // the CPU runner recomputes prefix hits (contiguous cache)
+};
+
+// A request checked and tokenized, ready for the engine thread.
+struct PreparedRequest {
+  std::vector<int32_t> prompt_ids;  // every <|image_pad|> expanded
+  std::vector<ImagePatches> patches;
+  std::vector<std::array<int, 3>> grids;
+  std::vector<uint64_t> image_hashes;  // content hash of each image's pixel values
+  SamplingParams sampling;
+  int max_tokens = 256;
+  std::vector<std::string> stop;
+  bool ignore_eos = false;
+  int top_logprobs = 0;
+};
+
+struct RequestEvent {
+  enum class Kind { kToken, kDone, kError } kind = Kind::kToken;
+  GeneratedToken token;  // kToken
+  std::string delta;     // kToken: text this token completes (may be empty)
+  // kDone
+  std::string finish_reason;  // stop | length | cancelled
+  int64_t prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
+  std::string error;          // kError
+};
+
+// The per-request queue between the engine thread (producer) and one HTTP thread (consumer).
+class RequestChannel {
+ public:
+  explicit RequestChannel(std::function<void()> wake) : wake_(std::move(wake)) {}
+  void push(RequestEvent e);
+  bool pop(RequestEvent& e, std::chrono::milliseconds timeout);  // false: nothing yet
+  void cancel();
+  bool cancelled() const { return cancelled_.load(); }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<RequestEvent> q_;
+  std::atomic<bool> cancelled_{false};
+  std::function<void()> wake_;
+};
+
+enum class SubmitCode { kOk, kQueueFull, kStopped };
+
+struct Submitted {
+  SubmitCode code = SubmitCode::kOk;
+  std::shared_ptr<RequestChannel> channel;
+  std::string message;
+};
+
+class EngineLoop {
+ public:
+  static Result<std::unique_ptr<EngineLoop>> start(std::unique_ptr<ModelRunner> runner, Tokenizer tokenizer,
+                                                   std::string model_name, const EngineLoopOptions& opt);
+  ~EngineLoop();  // stops the thread; requests still open get an error event
+
+  // Any thread. max_tokens < 0 means "the default": as many as fit, at most -max_tokens.
+  Result<PreparedRequest> prepare(const GenerateRequest& req) const;
+  Submitted submit(PreparedRequest req);
+  EngineSnapshot snapshot() const;
+
+  const ModelConfig& config() const { return runner_->config(); }
+  const std::string& model_name() const { return model_name_; }
+  const Tokenizer& tokenizer() const { return tok_; }
+  int64_t context_length() const;
+  int64_t kv_capacity_tokens() const { return int64_t(num_blocks_) * opt_.block_size; }
+
+ private:
+  struct Live;
+  EngineLoop() = default;
+  void run();
+  void step();
+  void finish(Live& r, const std::string& reason);
+  void fail(Live& r, const std::string& message);
+  Status ensure_vision(Live& r);
+  bool emit_token(Live& r, const float* logits);
+
+  std::unique_ptr<ModelRunner> runner_;
+  Tokenizer tok_;
+  std::string model_name_;
+  EngineLoopOptions opt_;
+  int num_blocks_ = 0;
+
+  mutable std::mutex mu_;  // guards inbox_, stop_, stats_
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<Live>> inbox_;
+  bool stop_ = false;
+  bool wake_ = false;
+  EngineSnapshot stats_;
+  std::thread thread_;
+
+  // Engine thread only.
+  struct State;
+  std::unique_ptr<State> st_;
+};
+
+}  // namespace ost

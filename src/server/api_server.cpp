@@ -1,0 +1,327 @@
+#include "server/api_server.h"
+
+#include <chrono>
+#include <ctime>
+#include <sstream>
+
+#include "server/web_assets.h"
+
+namespace ost::server {
+
+using nlohmann::json;
+
+namespace {
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+ApiError not_allowed(const std::string& m) { return {405, m, "invalid_request_error", "", "method_not_allowed"}; }
+
+bool equal_const_time(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  unsigned char d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return d == 0;
+}
+
+json usage_json(const RequestEvent& done) {
+  return {{"prompt_tokens", done.prompt_tokens},
+          {"completion_tokens", done.completion_tokens},
+          {"total_tokens", done.prompt_tokens + done.completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", done.cached_tokens}}}};
+}
+
+// Routes as metric labels: a fixed set, so unknown paths cannot grow the label space.
+std::string route_label(const std::string& path) {
+  for (const char* r : {"/v1/chat/completions", "/v1/models", "/health", "/metrics", "/info"})
+    if (path == r) return r;
+  return find_web_asset(path) ? "static" : "other";
+}
+
+void histogram_text(std::ostringstream& o, const std::string& name, const std::string& help, const Histogram& h) {
+  o << "# HELP " << name << " " << help << "\n# TYPE " << name << " histogram\n";
+  uint64_t cum = 0;
+  for (size_t i = 0; i < h.bounds.size(); ++i) {
+    cum += h.counts[i];
+    o << name << "_bucket{le=\"" << h.bounds[i] << "\"} " << cum << "\n";
+  }
+  o << name << "_bucket{le=\"+Inf\"} " << h.count << "\n";
+  o << name << "_sum " << h.sum << "\n" << name << "_count " << h.count << "\n";
+}
+
+}  // namespace
+
+ApiServer::ApiServer(ApiServerOptions opt) : opt_(std::move(opt)), http_(opt_.http) {}
+
+ApiServer::~ApiServer() { stop(); }
+
+Status ApiServer::listen(const std::string& host, int port) { return http_.listen(host, port); }
+
+void ApiServer::start() {
+  http_.start([this](const http::Request& r, http::Conn& c) { handle(r, c); });
+}
+
+void ApiServer::stop() {
+  http_.stop();
+  std::lock_guard<std::mutex> l(mu_);
+  engine_.reset();
+}
+
+void ApiServer::set_engine(std::unique_ptr<EngineLoop> engine) {
+  std::lock_guard<std::mutex> l(mu_);
+  engine_ = std::move(engine);
+}
+
+void ApiServer::set_load_error(const std::string& message) {
+  std::lock_guard<std::mutex> l(mu_);
+  load_error_ = message;
+}
+
+std::shared_ptr<EngineLoop> ApiServer::engine() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return engine_;
+}
+
+void ApiServer::count(const std::string& route, int status) {
+  std::lock_guard<std::mutex> l(mu_);
+  requests_[{route, status}]++;
+}
+
+void ApiServer::reply(http::Conn& c, const std::string& route, int status, const std::string& body,
+                      const std::string& content_type) {
+  count(route, status);
+  std::vector<std::pair<std::string, std::string>> h;
+  if (status == 401) h.emplace_back("WWW-Authenticate", "Bearer");
+  if (status == 429 || status == 503) h.emplace_back("Retry-After", "1");
+  c.respond(status, content_type, body, h);
+}
+
+void ApiServer::reply_error(http::Conn& c, const std::string& route, const ApiError& e) {
+  reply(c, route, e.status, error_body(e));
+}
+
+bool ApiServer::authorized(const http::Request& req) const {
+  if (opt_.api_keys.empty()) return true;
+  const std::string a = req.header("authorization");
+  if (a.size() < 7 || (a.compare(0, 7, "Bearer ") != 0 && a.compare(0, 7, "bearer ") != 0)) return false;
+  const std::string key = a.substr(7);
+  bool ok = false;
+  for (const std::string& k : opt_.api_keys) ok |= equal_const_time(k, key);
+  return ok;
+}
+
+void ApiServer::handle(const http::Request& req, http::Conn& c) {
+  const std::string route = route_label(req.path);
+  auto eng = engine();
+  const bool is_get = req.method == "GET" || req.method == "HEAD";
+
+  if (req.path == "/health") {
+    if (!is_get) return reply_error(c, route, not_allowed("use GET /health"));
+    if (eng) return reply(c, route, 200, R"({"status":"ok"})");
+    std::string err;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      err = load_error_;
+    }
+    return reply(c, route, 503, dump({{"status", err.empty() ? "loading" : "error"}, {"error", err}}));
+  }
+  if (req.path == "/metrics") {
+    if (!is_get) return reply_error(c, route, not_allowed("use GET /metrics"));
+    count(route, 200);
+    return void(c.respond(200, "text/plain; version=0.0.4; charset=utf-8", metrics_text()));
+  }
+  if (req.path == "/info") {
+    json j = {{"ready", bool(eng)}, {"demo", opt_.demo_model}, {"auth", !opt_.api_keys.empty()},
+              {"max_images", opt_.limits.max_images}};
+    if (eng) j.update({{"model", eng->model_name()}, {"device", eng->snapshot().device},
+                       {"context_length", eng->context_length()}});
+    return reply(c, route, 200, dump(j));
+  }
+  if (req.path.rfind("/v1/", 0) == 0) {
+    if (!authorized(req))
+      return reply_error(c, route,
+                         {401,
+                          req.header("authorization").empty() ? "missing API key (Authorization: Bearer KEY)"
+                                                              : "invalid API key",
+                          "authentication_error", "", "invalid_api_key"});
+    if (req.path == "/v1/models") {
+      if (!is_get) return reply_error(c, route, not_allowed("use GET /v1/models"));
+      json data = json::array();
+      if (eng)
+        data.push_back({{"id", eng->model_name()}, {"object", "model"}, {"created", 0}, {"owned_by", "ostrakon"},
+                        {"demo", opt_.demo_model}, {"max_model_len", eng->context_length()}});
+      return reply(c, route, 200, dump({{"object", "list"}, {"data", data}}));
+    }
+    if (req.path == "/v1/chat/completions") {
+      if (req.method != "POST") return reply_error(c, route, not_allowed("use POST /v1/chat/completions"));
+      if (!eng) return reply_error(c, route, {503, "the model is still loading", "server_error", "", "loading"});
+      return chat(req, c, eng);
+    }
+    return reply_error(c, route, {404, "unknown route " + req.path, "invalid_request_error", "", "not_found"});
+  }
+  if (is_get) {
+    if (const WebAsset* a = find_web_asset(req.path)) {
+      count(route, 200);
+      return void(c.respond(200, a->content_type,
+                            std::string_view(reinterpret_cast<const char*>(a->data), a->size),
+                            {{"Cache-Control", "no-cache"}}));
+    }
+  }
+  reply_error(c, route, {404, "unknown route " + req.path, "invalid_request_error", "", "not_found"});
+}
+
+void ApiServer::chat(const http::Request& req, http::Conn& c, const std::shared_ptr<EngineLoop>& eng) {
+  const std::string route = "/v1/chat/completions";
+  ChatRequest cr;
+  ApiError err;
+  if (!parse_chat_request(req.body, opt_.limits, cr, err)) return reply_error(c, route, err);
+  if (!cr.model.empty() && cr.model != eng->model_name())
+    return reply_error(c, route, {404, "model \"" + cr.model + "\" is not served here (serving \"" +
+                                           eng->model_name() + "\")",
+                                  "invalid_request_error", "model", "model_not_found"});
+  auto prepared = eng->prepare(cr.gen);
+  if (!prepared) {
+    const bool too_long = prepared.message().rfind("prompt too long", 0) == 0;
+    return reply_error(c, route, {400, prepared.message(), "invalid_request_error", too_long ? "messages" : "",
+                                  too_long ? "context_length_exceeded" : ""});
+  }
+  Submitted sub = eng->submit(std::move(*prepared));
+  if (sub.code == SubmitCode::kQueueFull)
+    return reply_error(c, route, {429, sub.message, "rate_limit_error", "", "queue_full"});
+  if (sub.code != SubmitCode::kOk) return reply_error(c, route, {503, sub.message, "server_error", "", ""});
+
+  const std::string id = new_completion_id();
+  const int64_t created = int64_t(std::time(nullptr));
+  const std::string model = eng->model_name();
+  auto& ch = *sub.channel;
+  auto gone = [&] {
+    ch.cancel();
+    c.keep_alive = false;
+    std::lock_guard<std::mutex> l(mu_);
+    disconnects_++;
+  };
+
+  if (cr.stream) {
+    count(route, 200);
+    if (!c.begin_chunked(200, "text/event-stream", {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}}))
+      return gone();
+    auto chunk = [&](const json& delta, const json& finish, const json& logprobs) {
+      json j = {{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", model},
+                {"choices", json::array({{{"index", 0}, {"delta", delta}, {"logprobs", logprobs},
+                                          {"finish_reason", finish}}})}};
+      if (cr.include_usage) j["usage"] = nullptr;
+      return "data: " + dump(j) + "\n\n";
+    };
+    if (!c.send_chunk(chunk({{"role", "assistant"}, {"content", ""}}, nullptr, nullptr))) return gone();
+    for (;;) {
+      RequestEvent ev;
+      if (!ch.pop(ev, std::chrono::milliseconds(100))) {
+        if (c.peer_gone()) return gone();
+        continue;
+      }
+      if (ev.kind == RequestEvent::Kind::kToken) {
+        if (ev.delta.empty() && !cr.logprobs) continue;
+        json lp = nullptr;
+        if (cr.logprobs)
+          lp = {{"content", json::array({token_logprob_json(eng->tokenizer(), ev.token)})}};
+        if (!c.send_chunk(chunk({{"content", ev.delta}}, nullptr, lp))) return gone();
+      } else if (ev.kind == RequestEvent::Kind::kDone) {
+        std::string out = chunk(json::object(), ev.finish_reason, nullptr);
+        if (cr.include_usage) {
+          json u = {{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", model},
+                    {"choices", json::array()}, {"usage", usage_json(ev)}};
+          out += "data: " + dump(u) + "\n\n";
+        }
+        out += "data: [DONE]\n\n";
+        if (!c.send_chunk(out) || !c.end_chunked()) return gone();
+        return;
+      } else {
+        const std::string out = "data: " + error_body({500, ev.error, "server_error", "", ""}) + "\n\ndata: [DONE]\n\n";
+        c.send_chunk(out);
+        c.end_chunked();
+        return;
+      }
+    }
+  }
+
+  std::string text;
+  json logprobs = json::array();
+  for (;;) {
+    RequestEvent ev;
+    if (!ch.pop(ev, std::chrono::milliseconds(100))) {
+      if (c.peer_gone()) return gone();
+      continue;
+    }
+    if (ev.kind == RequestEvent::Kind::kToken) {
+      text += ev.delta;
+      if (cr.logprobs) logprobs.push_back(token_logprob_json(eng->tokenizer(), ev.token));
+    } else if (ev.kind == RequestEvent::Kind::kDone) {
+      json choice = {{"index", 0},
+                     {"message", {{"role", "assistant"}, {"content", text}}},
+                     {"logprobs", cr.logprobs ? json{{"content", logprobs}} : json(nullptr)},
+                     {"finish_reason", ev.finish_reason}};
+      json j = {{"id", id},       {"object", "chat.completion"},       {"created", created},
+                {"model", model}, {"choices", json::array({choice})}, {"usage", usage_json(ev)}};
+      return reply(c, route, 200, dump(j));
+    } else {
+      return reply_error(c, route, {500, ev.error, "server_error", "", ""});
+    }
+  }
+}
+
+std::string ApiServer::metrics_text() const {
+  std::ostringstream o;
+  auto eng = engine();
+  EngineSnapshot s = eng ? eng->snapshot() : EngineSnapshot{};
+  o << "# HELP ost_ready 1 when the model is loaded and serving.\n# TYPE ost_ready gauge\nost_ready "
+    << (eng ? 1 : 0) << "\n";
+  if (eng)
+    o << "# HELP ost_model_info The served model.\n# TYPE ost_model_info gauge\nost_model_info{model=\""
+      << s.model_name << "\",device=\"" << s.device << "\",demo=\"" << (opt_.demo_model ? "true" : "false")
+      << "\"} 1\n";
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    o << "# HELP ost_requests_total HTTP requests by route and status.\n# TYPE ost_requests_total counter\n";
+    for (auto& [k, n] : requests_)
+      o << "ost_requests_total{route=\"" << k.first << "\",status=\"" << k.second << "\"} " << n << "\n";
+    o << "# HELP ost_client_disconnects_total Requests cancelled because the client went away.\n"
+         "# TYPE ost_client_disconnects_total counter\nost_client_disconnects_total "
+      << disconnects_ << "\n";
+  }
+  auto counter = [&](const char* name, const char* help, int64_t v) {
+    o << "# HELP " << name << " " << help << "\n# TYPE " << name << " counter\n" << name << " " << v << "\n";
+  };
+  auto gauge = [&](const char* name, const char* help, double v) {
+    o << "# HELP " << name << " " << help << "\n# TYPE " << name << " gauge\n" << name << " " << v << "\n";
+  };
+  counter("ost_prompt_tokens_total", "Prompt tokens of admitted requests.", s.prompt_tokens);
+  counter("ost_generation_tokens_total", "Generated tokens.", s.generated_tokens);
+  o << "# HELP ost_finished_total Finished requests by reason.\n# TYPE ost_finished_total counter\n"
+    << "ost_finished_total{reason=\"stop\"} " << s.finished_stop << "\n"
+    << "ost_finished_total{reason=\"length\"} " << s.finished_length << "\n"
+    << "ost_finished_total{reason=\"cancelled\"} " << s.finished_cancelled << "\n"
+    << "ost_finished_total{reason=\"error\"} " << s.finished_error << "\n";
+  gauge("ost_queue_waiting", "Requests waiting for admission.", double(s.waiting));
+  gauge("ost_batch_running", "Sequences in the running batch.", double(s.running));
+  gauge("ost_kv_blocks_total", "KV blocks in the pool.", double(s.kv_blocks_total));
+  gauge("ost_kv_blocks_used", "KV blocks held by sequences.", double(s.kv_blocks_used));
+  gauge("ost_kv_blocks_free", "KV blocks free (cached ones included).", double(s.kv_blocks_free));
+  gauge("ost_kv_blocks_cached", "Free or held blocks registered in the prefix cache.", double(s.kv_blocks_cached));
+  gauge("ost_kv_block_size", "Tokens per KV block.", double(s.kv_block_size));
+  counter("ost_prefix_cache_query_tokens_total", "Prompt tokens looked up in the prefix cache.", s.prefix_query_tokens);
+  counter("ost_prefix_cache_hit_tokens_total", "Prompt tokens found in the prefix cache.", s.prefix_hit_tokens);
+  gauge("ost_prefix_cache_hit_rate", "Hit tokens / query tokens.",
+        s.prefix_query_tokens ? double(s.prefix_hit_tokens) / double(s.prefix_query_tokens) : 0.0);
+  counter("ost_image_cache_queries_total", "Images looked up in the vision cache.", s.image_queries);
+  counter("ost_image_cache_hits_total", "Images whose vision output was cached.", s.image_hits);
+  gauge("ost_image_cache_hit_rate", "Image hits / queries.",
+        s.image_queries ? double(s.image_hits) / double(s.image_queries) : 0.0);
+  counter("ost_preemptions_total", "Sequences preempted (recomputed later) for lack of KV blocks.", s.preemptions);
+  counter("ost_engine_steps_total", "Engine steps that ran the model.", s.steps);
+  histogram_text(o, "ost_time_to_first_token_seconds", "Time from submission to the first token.", s.ttft_s);
+  histogram_text(o, "ost_inter_token_seconds", "Time between consecutive tokens of a request.", s.itl_s);
+  histogram_text(o, "ost_e2e_request_seconds", "Time from submission to the end of a request.", s.e2e_s);
+  histogram_text(o, "ost_batch_size", "Sequences per engine step.", s.batch_size);
+  return o.str();
+}
+
+}  // namespace ost::server
