@@ -66,6 +66,12 @@ def main():
                 text += "<|image_pad|>" * (g[0] * g[1] * g[2] // 4) + parts[i + 1]
         ids = tok(text, add_special_tokens=False)["input_ids"]
         input_ids = torch.tensor([ids])
+
+        def mm_types(seq):  # 1 marks image tokens (transformers 5.x derives M-RoPE ids from it)
+            return (seq == 151655).long()
+
+        if case["images"]:
+            kwargs["mm_token_type_ids"] = mm_types(input_ids)
         with torch.no_grad():
             logits = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs).logits[0]
             lp = torch.log_softmax(logits.float(), dim=-1)
@@ -79,6 +85,8 @@ def main():
                 greedy.append(nxt)
                 margins.append(float(t2.values[0] - t2.values[1]))
                 seq = torch.cat([seq, torch.tensor([[nxt]])], dim=1)
+                if case["images"]:
+                    kwargs["mm_token_type_ids"] = mm_types(seq)
                 last = model(input_ids=seq, attention_mask=torch.ones_like(seq), **kwargs).logits[0, -1]
         out["cases"][case["name"]] = {
             "prompt_text": chat_text(case),
