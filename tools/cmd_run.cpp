@@ -2,7 +2,10 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include <cstring>
+
 #include "engine/engine.h"
+#include "io/safetensors.h"
 #include "tools/args.h"
 #include "tools/commands.h"
 
@@ -16,6 +19,7 @@ const char* kUsage =
     "                    [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F]\n"
     "                    [--seed S] [--stop TEXT]... [--min-pixels N] [--max-pixels N]\n"
     "                    [--device cpu|cuda|auto] [--logprobs K] [--prompt-logprobs K] [--ignore-eos] [--json]\n"
+    "                    [--dump FILE]   (every named intermediate of the prompt pass, f32 safetensors)\n"
     "Images come before the text in the user turn. --temperature 0 is greedy (the default).\n";
 
 nlohmann::json top_json(const std::vector<TokenLogprob>& top) {
@@ -35,7 +39,7 @@ int cmd_run(int argc, char** argv) {
   auto args = Args::parse(argc, argv,
                           {"model", "image", "prompt", "system", "max-tokens", "temperature", "top-p",
                            "top-k", "min-p", "repetition-penalty", "presence-penalty", "frequency-penalty",
-                           "seed", "stop", "min-pixels", "max-pixels", "device", "logprobs", "prompt-logprobs"},
+                           "seed", "stop", "min-pixels", "max-pixels", "device", "logprobs", "prompt-logprobs", "dump"},
                           {"json", "help", "ignore-eos"});
   if (!args) {
     std::fprintf(stderr, "%s", kUsage);
@@ -97,7 +101,39 @@ int cmd_run(int argc, char** argv) {
   eo.device = args->get("device", "auto");
   auto engine = Engine::load(args->get("model"), eo);
   if (!engine) return fail(engine.message(), 1);
-  auto res = (*engine)->generate(req);
+  // --dump: the named intermediates of the first pass (vision tower + prefill), one f32 tensor
+  // each ("txt.layer_out.3"), to diff layer by layer against a reference and find where a
+  // mismatch starts.
+  std::vector<std::pair<TensorSpec, std::vector<float>>> dumped;
+  bool dumping = args->has("dump");
+  if (dumping) {
+    (*engine)->runner().set_dump([&](const std::string& name, int layer, const float* data,
+                                     const std::vector<int64_t>& shape) {
+      if (!dumping) return;
+      int64_t n = 1;
+      for (auto d : shape) n *= d;
+      std::string key = layer >= 0 ? name + "." + std::to_string(layer) : name;
+      for (auto& [spec, v] : dumped)
+        if (spec.name == key) key += "+";  // a later chunk of the same intermediate
+      dumped.push_back({TensorSpec{key, DType::F32, shape}, std::vector<float>(data, data + n)});
+    });
+  }
+  auto res = (*engine)->generate(req, [&](const GeneratedToken&, const std::string&) {
+    dumping = false;  // decode steps are not dumped
+    return true;
+  });
+  if (args->has("dump")) {
+    std::vector<TensorSpec> specs;
+    for (auto& d : dumped) specs.push_back(d.first);
+    size_t i = 0;
+    Status st = write_safetensors(args->get("dump"), specs,
+                                  [&](const TensorSpec& s, int64_t first, int64_t count, uint8_t* out) {
+                                    while (dumped[i].first.name != s.name) ++i;
+                                    std::memcpy(out, dumped[i].second.data() + first, size_t(count) * 4);
+                                  });
+    if (!st) return fail(st.message(), 1);
+    std::fprintf(stderr, "run: wrote %zu intermediates to %s\n", specs.size(), args->get("dump").c_str());
+  }
   if (!res) return fail(res.message(), 1);
 
   if (!args->has("json")) {

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "common/temp_dir.h"
@@ -152,6 +153,34 @@ TEST_F(RunGolden, StopStringCutsTheAnswer) {
   json j = json::parse(cut.out);
   EXPECT_EQ(j["finish_reason"], "stop");
   EXPECT_EQ(j["text"].get<std::string>(), text.substr(0, text.find(stop)));
+}
+
+// --dump writes every named intermediate; the merger output equals the reference's vision_embeds.
+TEST_F(RunGolden, DumpHoldsTheIntermediatesLayerByLayer) {
+  testing::TempDir tmp;
+  const std::string file = tmp / "dump.safetensors";
+  auto r = sh(std::string(OST_BIN) + " run --device cpu --model " + model() + " --image " + kTiny +
+              "/images/shelf_300x200.png --prompt " + q("请详细描述这张图片中的商品陈列情况。") +
+              " --max-tokens 1 --dump " + file + " 2>&1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto d = SafetensorsFile::open(file);
+  ASSERT_TRUE(d) << d.message();
+  std::map<std::string, const TensorInfo*> by_name;
+  for (auto& t : d->tensors()) by_name[t.name] = &t;
+  for (const char* n : {"vis.patch_embed", "vis.block_out.3", "vis.deepstack.0", "txt.embed", "txt.attn_out.0",
+                        "txt.layer_out.3", "txt.result_norm"})
+    EXPECT_TRUE(by_name.count(n)) << n;
+  ASSERT_TRUE(by_name.count("vis.merger_out"));
+  const TensorInfo& got = *by_name["vis.merger_out"];
+  const TensorInfo& want = tensor("one_image_zh.vision_embeds");
+  ASSERT_EQ(got.shape, want.shape);
+  const float* a = reinterpret_cast<const float*>(got.data);
+  const float* b = reinterpret_cast<const float*>(want.data);
+  double max_diff = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) max_diff = std::max(max_diff, double(std::abs(a[i] - b[i])));
+  EXPECT_LT(max_diff, 1e-4);
+  ASSERT_TRUE(by_name.count("txt.layer_out.0"));
+  EXPECT_EQ(by_name["txt.layer_out.0"]->shape, (std::vector<int64_t>{90, 64}));
 }
 
 TEST_F(RunGolden, TokenizeCommand) {
