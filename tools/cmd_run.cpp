@@ -19,6 +19,7 @@ const char* kUsage =
     "                    [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F]\n"
     "                    [--seed S] [--stop TEXT]... [--min-pixels N] [--max-pixels N]\n"
     "                    [--device cpu|cuda|auto] [--logprobs K] [--prompt-logprobs K] [--ignore-eos] [--json]\n"
+    "                    [--quant int8|fp8|int4]  (quantize the text decoder's linears at load)\n"
     "                    [--dump FILE]   (every named intermediate of the prompt pass, f32 safetensors)\n"
     "Images come before the text in the user turn. --temperature 0 is greedy (the default).\n";
 
@@ -39,7 +40,7 @@ int cmd_run(int argc, char** argv) {
   auto args = Args::parse(argc, argv,
                           {"model", "image", "prompt", "system", "max-tokens", "temperature", "top-p",
                            "top-k", "min-p", "repetition-penalty", "presence-penalty", "frequency-penalty",
-                           "seed", "stop", "min-pixels", "max-pixels", "device", "logprobs", "prompt-logprobs", "dump"},
+                           "seed", "stop", "min-pixels", "max-pixels", "device", "logprobs", "prompt-logprobs", "dump", "quant"},
                           {"json", "help", "ignore-eos"});
   if (!args) {
     std::fprintf(stderr, "%s", kUsage);
@@ -99,6 +100,11 @@ int cmd_run(int argc, char** argv) {
 
   EngineOptions eo;
   eo.device = args->get("device", "auto");
+  if (args->has("quant")) {
+    auto qf = quant::parse_format(args->get("quant"));
+    if (!qf) return fail(qf.message(), 2);
+    eo.quant.format = *qf;
+  }
   auto engine = Engine::load(args->get("model"), eo);
   if (!engine) return fail(engine.message(), 1);
   // --dump: the named intermediates of the first pass (vision tower + prefill), one f32 tensor

@@ -13,10 +13,13 @@ int cmd_tokenize(int argc, char** argv);
 int cmd_make_test_model(int argc, char** argv);
 int cmd_serve(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
+int cmd_quantize(int argc, char** argv);
 
 inline std::vector<Command> commands() {
   return {{"run", cmd_run}, {"tokenize", cmd_tokenize}, {"make-test-model", cmd_make_test_model},
-          {"serve", cmd_serve},         {"bench", cmd_bench}};
+          {"serve", cmd_serve},         {"bench", cmd_bench},
+          {"eval", cmd_eval},           {"quantize", cmd_quantize}};
 }
 
 }  // namespace ost::tools

@@ -12,6 +12,7 @@ static void usage() {
                "  run               answer one prompt (with images) and print the result\n"
                "  serve             OpenAI-compatible HTTP server with the web UI\n"
                "  bench             engine benchmark (bench engine) next to the hardware limits\n"
+               "  eval              store-scenario evaluation of a model or endpoint; compare two runs\n"
                "  tokenize          print the token ids of a text\n"
                "  make-test-model   write a checkpoint with seeded weights for a config\n"
                "run 'ostrakon <command> --help' for its options\n");

@@ -8,14 +8,23 @@
 
 namespace ost::ops {
 
-enum class WType : uint8_t { BF16, F16, F32 };
+enum class WType : uint8_t { BF16, F16, F32, INT8, FP8, INT4 };
+
+inline bool is_quantized(WType t) { return t == WType::INT8 || t == WType::FP8 || t == WType::INT4; }
 
 // A row-major weight matrix [rows, cols] in its checkpoint dtype (memory-mapped, never copied).
+// Quantized types (layouts in quant/format.h) carry their scales:
+//   INT8: data int8 [rows, cols], scale f32 [rows]
+//   FP8:  data e4m3 [rows, cols], scale f32 [ceil(rows/group), ceil(cols/group)]
+//   INT4: data u8 [rows, cols/2] (low nibble first), scale f32 + zero u8 [rows, cols/group]
 struct WeightView {
   WType dtype = WType::F32;
   const void* data = nullptr;
   int64_t rows = 0;
   int64_t cols = 0;
+  const float* scale = nullptr;
+  const uint8_t* zero = nullptr;
+  int32_t group = 0;
 };
 
 // out[cols] = row r of w as fp32.

@@ -42,7 +42,7 @@ Result<std::unique_ptr<Engine>> Engine::load(const std::string& dir, const Engin
   if (!tok) return Error{tok.message()};
   e->tokenizer_ = std::move(*tok);
   const bool cuda = opt.device == "cuda" || (opt.device == "auto" && cuda_available());
-  auto m = cuda ? load_cuda_runner(dir) : load_cpu_runner(dir);
+  auto m = cuda ? load_cuda_runner(dir, opt.quant) : load_cpu_runner(dir, opt.quant);
   if (!m) return Error{m.message()};
   e->model_ = std::move(*m);
   return e;
@@ -120,16 +120,17 @@ Result<GenerateResult> Engine::generate(const GenerateRequest& req, const TokenC
   VisionOutput vis;
   const bool has_images = !patches.empty();
   if (has_images) {
-    std::vector<float> pixels;
+    std::vector<float> pixels;  // several images: their patch rows concatenated
     VisionInput vin;
     int64_t rows = 0;
     for (auto& p : patches) {
-      pixels.insert(pixels.end(), p.pixel_values.begin(), p.pixel_values.end());
+      if (patches.size() > 1) pixels.insert(pixels.end(), p.pixel_values.begin(), p.pixel_values.end());
       rows += int64_t(p.grid_t) * p.grid_h * p.grid_w;
       vin.grid_thw.push_back({p.grid_t, p.grid_h, p.grid_w});
     }
-    vin.pixel_values = pixels.data();
+    vin.pixel_values = patches.size() > 1 ? pixels.data() : patches[0].pixel_values.data();
     vin.num_patches = rows;
+    vin.keep_on_device = true;  // only this request's prefill reads it
     auto v = model_->encode_images(vin);
     if (!v) return Error{v.message()};
     vis = std::move(*v);
@@ -159,10 +160,21 @@ Result<GenerateResult> Engine::generate(const GenerateRequest& req, const TokenC
   std::string text;      // all text so far
   size_t emitted = 0;    // bytes of `text` already handed to the callback
   res.finish_reason = "length";
+  // Plain greedy without top logprobs: the runner picks the next token (on the GPU the logits
+  // never leave it); its choice and log-probability equal the sampler's and top_logprobs'.
+  const SamplingParams& sp = req.sampling;
+  const bool runner_argmax = req.top_logprobs == 0 && sp.temperature == 0.0f && sp.repetition_penalty == 1.0f &&
+                             sp.presence_penalty == 0.0f && sp.frequency_penalty == 0.0f;
+  GreedyToken chosen;  // the runner's choice for this step (steps after the first)
   for (int step = 0; step < req.max_tokens; ++step) {
     GeneratedToken tok;
-    tok.id = sampler.sample(last.data());
-    tok.top = top_logprobs(last.data(), vocab, req.top_logprobs, &tok.logprob, tok.id);
+    if (runner_argmax && step > 0) {
+      tok.id = chosen.id;
+      tok.logprob = chosen.logprob;
+    } else {
+      tok.id = sampler.sample(last.data());
+      tok.top = top_logprobs(last.data(), vocab, req.top_logprobs, &tok.logprob, tok.id);
+    }
     sampler.accept(tok.id);
     res.tokens.push_back(tok);
     const bool is_eos = !req.ignore_eos && std::find(eos.begin(), eos.end(), tok.id) != eos.end();
@@ -188,9 +200,15 @@ Result<GenerateResult> Engine::generate(const GenerateRequest& req, const TokenC
       break;
     }
     if (stopped || last_step) break;
-    auto next = model_->decode(cache, tok.id);
-    if (!next) return Error{next.message()};
-    last = std::move(*next);
+    if (runner_argmax) {
+      auto next = model_->decode_batch_argmax({&cache}, {tok.id});
+      if (!next) return Error{next.message()};
+      chosen = (*next)[0];
+    } else {
+      auto next = model_->decode(cache, tok.id);
+      if (!next) return Error{next.message()};
+      last = std::move(*next);
+    }
   }
   res.text = std::move(text);
   res.timings.decode_ms = ms_since(t3);

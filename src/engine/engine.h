@@ -18,6 +18,7 @@ namespace ost {
 
 struct EngineOptions {
   std::string device = "auto";  // cpu | cuda | auto (cuda when a GPU is visible)
+  quant::QuantConfig quant;     // quantize the text decoder's bf16 linears at load (run --quant)
 };
 
 struct GenerateRequest {

@@ -18,15 +18,15 @@ std::vector<WeightSpec> expected_weights(const ModelConfig& c) {
   const std::string lm = "model.language_model.";
   w.push_back({lm + "embed_tokens.weight", {V, H}});
   w.push_back({lm + "norm.weight", {H}});
-  if (!c.tie_word_embeddings) w.push_back({"lm_head.weight", {V, H}});
+  if (!c.tie_word_embeddings) w.push_back({"lm_head.weight", {V, H}, true});
   for (int l = 0; l < t.num_layers; ++l) {
     std::string p = lm + "layers." + std::to_string(l) + ".";
     w.push_back({p + "input_layernorm.weight", {H}});
     w.push_back({p + "post_attention_layernorm.weight", {H}});
-    w.push_back({p + "self_attn.q_proj.weight", {t.num_heads * D, H}});
-    w.push_back({p + "self_attn.k_proj.weight", {t.num_kv_heads * D, H}});
-    w.push_back({p + "self_attn.v_proj.weight", {t.num_kv_heads * D, H}});
-    w.push_back({p + "self_attn.o_proj.weight", {H, t.num_heads * D}});
+    w.push_back({p + "self_attn.q_proj.weight", {t.num_heads * D, H}, true});
+    w.push_back({p + "self_attn.k_proj.weight", {t.num_kv_heads * D, H}, true});
+    w.push_back({p + "self_attn.v_proj.weight", {t.num_kv_heads * D, H}, true});
+    w.push_back({p + "self_attn.o_proj.weight", {H, t.num_heads * D}, true});
     if (t.attention_bias) {
       w.push_back({p + "self_attn.q_proj.bias", {t.num_heads * D}});
       w.push_back({p + "self_attn.k_proj.bias", {t.num_kv_heads * D}});
@@ -35,9 +35,9 @@ std::vector<WeightSpec> expected_weights(const ModelConfig& c) {
     }
     w.push_back({p + "self_attn.q_norm.weight", {D}});
     w.push_back({p + "self_attn.k_norm.weight", {D}});
-    w.push_back({p + "mlp.gate_proj.weight", {I, H}});
-    w.push_back({p + "mlp.up_proj.weight", {I, H}});
-    w.push_back({p + "mlp.down_proj.weight", {H, I}});
+    w.push_back({p + "mlp.gate_proj.weight", {I, H}, true});
+    w.push_back({p + "mlp.up_proj.weight", {I, H}, true});
+    w.push_back({p + "mlp.down_proj.weight", {H, I}, true});
   }
   const std::string vp = "model.visual.";
   const int64_t VH = v.hidden_size, VI = v.intermediate_size, M = v.merged_dim(), O = v.out_hidden_size;
@@ -51,21 +51,21 @@ std::vector<WeightSpec> expected_weights(const ModelConfig& c) {
     w.push_back({p + "norm1.bias", {VH}});
     w.push_back({p + "norm2.weight", {VH}});
     w.push_back({p + "norm2.bias", {VH}});
-    w.push_back({p + "attn.qkv.weight", {3 * VH, VH}});
+    w.push_back({p + "attn.qkv.weight", {3 * VH, VH}, true});
     w.push_back({p + "attn.qkv.bias", {3 * VH}});
-    w.push_back({p + "attn.proj.weight", {VH, VH}});
+    w.push_back({p + "attn.proj.weight", {VH, VH}, true});
     w.push_back({p + "attn.proj.bias", {VH}});
-    w.push_back({p + "mlp.linear_fc1.weight", {VI, VH}});
+    w.push_back({p + "mlp.linear_fc1.weight", {VI, VH}, true});
     w.push_back({p + "mlp.linear_fc1.bias", {VI}});
-    w.push_back({p + "mlp.linear_fc2.weight", {VH, VI}});
+    w.push_back({p + "mlp.linear_fc2.weight", {VH, VI}, true});
     w.push_back({p + "mlp.linear_fc2.bias", {VH}});
   }
   auto merger = [&](const std::string& p, int64_t norm_dim) {
     w.push_back({p + "norm.weight", {norm_dim}});
     w.push_back({p + "norm.bias", {norm_dim}});
-    w.push_back({p + "linear_fc1.weight", {M, M}});
+    w.push_back({p + "linear_fc1.weight", {M, M}, true});
     w.push_back({p + "linear_fc1.bias", {M}});
-    w.push_back({p + "linear_fc2.weight", {O, M}});
+    w.push_back({p + "linear_fc2.weight", {O, M}, true});
     w.push_back({p + "linear_fc2.bias", {O}});
   };
   merger(vp + "merger.", VH);
@@ -110,7 +110,68 @@ Result<std::vector<std::string>> shard_files(const std::string& dir) {
   return files;
 }
 
+// A linear weight stored quantized: its own shape and its companions' names, dtypes, shapes.
+void check_quantized(const WeightSpec& w, const TensorInfo& t, const quant::QuantConfig& q,
+                     const std::unordered_map<std::string, const TensorInfo*>& by_name,
+                     std::set<std::string>& known, std::vector<std::string>& problems) {
+  const int64_t rows = w.shape[0], cols = w.shape[1];
+  const int g = q.group_size;
+  if (Status st = quant::check_shape(q.format, w.name, rows, cols, g); !st) {
+    problems.push_back(st.message());
+    return;
+  }
+  const std::vector<int64_t> wshape =
+      q.format == quant::Format::INT4 ? std::vector<int64_t>{rows, cols / 2} : w.shape;
+  if (t.shape != wshape)
+    problems.push_back("mis-shaped " + w.name + " (" + quant::format_name(q.format) + "): " + shape_str(t.shape) +
+                       ", expected " + shape_str(wshape));
+  for (const QuantCompanion& comp : quant_companions(w, q)) {
+    known.insert(comp.name);
+    auto it = by_name.find(comp.name);
+    if (it == by_name.end()) {
+      problems.push_back("missing " + comp.name + " " + shape_str(comp.shape));
+      continue;
+    }
+    const TensorInfo& ct = *it->second;
+    if (ct.shape != comp.shape)
+      problems.push_back("mis-shaped " + comp.name + ": " + shape_str(ct.shape) + ", expected " + shape_str(comp.shape));
+    else if (std::find(comp.dtypes.begin(), comp.dtypes.end(), ct.dtype) == comp.dtypes.end())
+      problems.push_back(std::string("unsupported dtype ") + dtype_name(ct.dtype) + " for " + comp.name);
+  }
+}
+
 }  // namespace
+
+DType quant_dtype(quant::Format f) {
+  switch (f) {
+    case quant::Format::INT8:
+      return DType::I8;
+    case quant::Format::FP8:
+      return DType::F8_E4M3;
+    case quant::Format::INT4:
+      return DType::U8;
+    default:
+      return DType::BF16;
+  }
+}
+
+std::vector<QuantCompanion> quant_companions(const WeightSpec& w, const quant::QuantConfig& q) {
+  const int64_t rows = w.shape[0], cols = w.shape[1];
+  const int g = q.group_size;
+  switch (q.format) {
+    case quant::Format::INT8:
+      return {{w.name + "_scale", {rows}, {DType::F32, DType::BF16}}};
+    case quant::Format::FP8:
+      return {{w.name + "_scale_inv",
+               {quant::scale_rows(q.format, rows, g), quant::scale_cols(q.format, cols, g)},
+               {DType::F32, DType::BF16}}};
+    case quant::Format::INT4:
+      return {{w.name + "_scale", {rows, cols / g}, {DType::F32, DType::BF16}},
+              {w.name + "_zero", {rows, cols / g}, {DType::U8}}};
+    default:
+      return {};
+  }
+}
 
 Result<Checkpoint> Checkpoint::open(const std::string& dir, const ModelConfig& c) {
   auto files = shard_files(dir);
@@ -138,6 +199,10 @@ Result<Checkpoint> Checkpoint::open(const std::string& dir, const ModelConfig& c
       continue;
     }
     const TensorInfo& t = *it->second;
+    if (w.linear && c.quant.format != quant::Format::None && t.dtype == quant_dtype(c.quant.format)) {
+      check_quantized(w, t, c.quant, ck.by_name_, known, problems);
+      continue;
+    }
     if (t.shape != w.shape)
       problems.push_back("mis-shaped " + w.name + ": " + shape_str(t.shape) + ", expected " +
                          shape_str(w.shape));

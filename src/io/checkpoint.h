@@ -13,17 +13,29 @@ namespace ost {
 struct WeightSpec {
   std::string name;
   std::vector<int64_t> shape;
+  bool linear = false;  // a 2-D linear weight [out, in]: may be stored quantized (quant/format.h)
 };
 
 // Every tensor a checkpoint of this config holds, in sorted name order. With tied embeddings
 // lm_head.weight is absent (it is embed_tokens.weight).
 std::vector<WeightSpec> expected_weights(const ModelConfig& c);
 
+// The extra tensors of a linear weight stored in a quantized format (quant/format.h).
+struct QuantCompanion {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::vector<DType> dtypes;  // accepted dtypes, the first is the one `ostrakon quantize` writes
+};
+std::vector<QuantCompanion> quant_companions(const WeightSpec& w, const quant::QuantConfig& q);
+DType quant_dtype(quant::Format f);  // dtype of the quantized weight tensor itself
+
 class Checkpoint {
  public:
   // Maps model.safetensors, or the shards named by model.safetensors.index.json, or every
   // *.safetensors in the folder; then checks names, shapes and dtypes (BF16/F16/F32) against
-  // expected_weights. The error lists every missing, unexpected or mis-shaped tensor.
+  // expected_weights. With a quantization_config, a linear weight may instead be stored in
+  // that format, with its scale (and zero) tensors. The error lists every missing, unexpected
+  // or mis-shaped tensor.
   static Result<Checkpoint> open(const std::string& dir, const ModelConfig& c);
 
   const TensorInfo* find(const std::string& name) const;

@@ -116,6 +116,39 @@ Status parse_vision(const json& v, VisionConfig& c) {
   return Status::ok();
 }
 
+// quantization_config: Qwen's FP8 form, or ours for int8/int4 (quant/format.h).
+Status parse_quant(const json& q, quant::QuantConfig& out) {
+  const char* w = "config.json quantization_config";
+  if (!q.is_object()) return make_error("%s: not an object", w);
+  std::string method;
+  OST_TRY(get_req(q, w, "quant_method", method));
+  if (method == "fp8") {
+    std::string fmt = "e4m3";
+    OST_TRY(get_opt(q, w, "fmt", fmt));
+    if (fmt != "e4m3") return make_error("%s: fp8 fmt \"%s\" is not supported (only e4m3)", w, fmt.c_str());
+    std::vector<int> block{128, 128};
+    OST_TRY(get_opt(q, w, "weight_block_size", block));
+    if (block.size() != 2 || block[0] != block[1] || block[0] <= 0)
+      return make_error("%s: weight_block_size must be a square [B, B]", w);
+    out.format = quant::Format::FP8;
+    out.group_size = block[0];
+    return Status::ok();
+  }
+  if (method == "ostrakon") {
+    std::string fmt;
+    OST_TRY(get_req(q, w, "weight_format", fmt));
+    auto f = quant::parse_format(fmt);
+    if (!f || *f == quant::Format::None || *f == quant::Format::FP8)
+      return make_error("%s: weight_format \"%s\" is not int8 or int4", w, fmt.c_str());
+    out.format = *f;
+    OST_TRY(get_opt(q, w, "group_size", out.group_size));
+    if (out.format == quant::Format::INT4 && (out.group_size <= 0 || out.group_size % 2))
+      return make_error("%s: group_size %d must be a positive even number", w, out.group_size);
+    return Status::ok();
+  }
+  return make_error("%s: quant_method \"%s\" is not supported (fp8 or ostrakon)", w, method.c_str());
+}
+
 }  // namespace
 
 Result<ModelConfig> parse_model_config(const std::string& text) {
@@ -144,6 +177,9 @@ Result<ModelConfig> parse_model_config(const std::string& text) {
   OST_TRY(get_opt(j, "config.json", "torch_dtype", c.dtype));
   OST_TRY(get_opt(j, "config.json", "dtype", c.dtype));
   OST_TRY(get_opt(j["text_config"], "config.json", "dtype", c.dtype));
+  if (j.contains("quantization_config")) OST_TRY(parse_quant(j["quantization_config"], c.quant));
+  else if (j["text_config"].contains("quantization_config"))
+    OST_TRY(parse_quant(j["text_config"]["quantization_config"], c.quant));
   if (c.vision.out_hidden_size != c.text.hidden_size)
     return make_error("config.json: vision out_hidden_size %d != text hidden_size %d",
                       c.vision.out_hidden_size, c.text.hidden_size);

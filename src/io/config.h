@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "quant/format.h"
 
 namespace ost {
 
@@ -54,6 +55,7 @@ struct ModelConfig {
   int vision_end_token_id = 151653;
   bool tie_word_embeddings = false;
   std::string dtype = "bfloat16";
+  quant::QuantConfig quant;  // from quantization_config; format None for a plain checkpoint
 };
 
 struct PreprocessorConfig {

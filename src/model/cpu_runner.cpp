@@ -1,5 +1,8 @@
 #include "model/runner.h"
 
+#include <algorithm>
+#include <cmath>
+
 namespace ost {
 
 Result<std::vector<float>> ModelRunner::decode_batch(const std::vector<SequenceState*>& seqs,
@@ -13,6 +16,32 @@ Result<std::vector<float>> ModelRunner::decode_batch(const std::vector<SequenceS
     if (!r) return Error{r.message()};
     out.insert(out.end(), r->begin(), r->end());
   }
+  return out;
+}
+
+static GreedyToken greedy_token(const float* x, int vocab) {
+  GreedyToken t;
+  int best = 0;  // as Sampler::sample at temperature 0: the lowest id among equal maxima
+  for (int i = 1; i < vocab; ++i)
+    if (x[i] > x[best]) best = i;
+  t.id = best;
+  // As top_logprobs (engine/sampler.cpp): log-sum-exp in double around the max.
+  float mx = -INFINITY;
+  for (int i = 0; i < vocab; ++i) mx = std::max(mx, x[i]);
+  double sum = 0.0;
+  for (int i = 0; i < vocab; ++i) sum += std::exp(double(x[i]) - mx);
+  const float lse = float(mx + std::log(sum));
+  t.logprob = x[best] - lse;
+  return t;
+}
+
+Result<std::vector<GreedyToken>> ModelRunner::decode_batch_argmax(const std::vector<SequenceState*>& seqs,
+                                                                  const std::vector<int32_t>& ids) {
+  auto logits = decode_batch(seqs, ids);
+  if (!logits) return Error{logits.message()};
+  const int vocab = config().text.vocab_size;
+  std::vector<GreedyToken> out(seqs.size());
+  for (size_t i = 0; i < seqs.size(); ++i) out[i] = greedy_token(logits->data() + i * size_t(vocab), vocab);
   return out;
 }
 
@@ -51,14 +80,14 @@ class CpuRunner final : public ModelRunner {
 
 }  // namespace
 
-Result<std::unique_ptr<ModelRunner>> load_cpu_runner(const std::string& dir) {
-  auto m = Qwen3VLModel::load(dir);
+Result<std::unique_ptr<ModelRunner>> load_cpu_runner(const std::string& dir, const quant::QuantConfig& quant_at_load) {
+  auto m = Qwen3VLModel::load(dir, quant_at_load);
   if (!m) return Error{m.message()};
   return std::unique_ptr<ModelRunner>(new CpuRunner(std::move(*m)));
 }
 
 #ifndef OSTRAKON_HAVE_CUDA
-Result<std::unique_ptr<ModelRunner>> load_cuda_runner(const std::string&) {
+Result<std::unique_ptr<ModelRunner>> load_cuda_runner(const std::string&, const quant::QuantConfig&) {
   return make_error("this build has no CUDA backend (built without nvcc); use --device cpu");
 }
 bool cuda_available() { return false; }

@@ -11,10 +11,11 @@ namespace ost {
 Qwen3VLModel::Qwen3VLModel() = default;
 Qwen3VLModel::~Qwen3VLModel() = default;
 
-Result<std::unique_ptr<Qwen3VLModel>> Qwen3VLModel::load(const std::string& dir) {
+Result<std::unique_ptr<Qwen3VLModel>> Qwen3VLModel::load(const std::string& dir,
+                                                         const quant::QuantConfig& quant_at_load) {
   auto cfg = load_folder_configs(dir);
   OST_TRY(cfg.status());
-  auto w = load_weights(dir, cfg->model);
+  auto w = load_weights(dir, cfg->model, quant_at_load);
   if (!w) return Error{w.message()};
   std::unique_ptr<Qwen3VLModel> m(new Qwen3VLModel());
   m->cfg_ = std::move(*cfg);

@@ -22,12 +22,16 @@ struct VisionInput {
   const float* pixel_values = nullptr;  // f32 [num_patches, patch_dim], merge-block order
   int64_t num_patches = 0;
   std::vector<std::array<int, 3>> grid_thw;  // per image (t, h, w) in patches
+  // A runner with device memory may keep the output there (VisionOutput::device) and leave the
+  // host vectors empty; only the runner that made such an output can prefill with it.
+  bool keep_on_device = false;
 };
 
 struct VisionOutput {
   std::vector<float> embeds;                  // f32 [n_merged, out_hidden]
   std::vector<std::vector<float>> deepstack;  // per deepstack layer, f32 [n_merged, out_hidden]
   int64_t n_merged = 0;
+  std::shared_ptr<void> device;  // the runner's own copy of embeds and deepstack, when kept there
 };
 
 struct MropePositions {
@@ -66,7 +70,9 @@ struct ModelWeights;
 class Qwen3VLModel {
  public:
   // Reads the configs of `dir` and maps its checkpoint (names and shapes checked).
-  static Result<std::unique_ptr<Qwen3VLModel>> load(const std::string& dir);
+  // quant_at_load: quantize the text decoder's bf16 linears as they are read (run --quant).
+  static Result<std::unique_ptr<Qwen3VLModel>> load(const std::string& dir,
+                                                    const quant::QuantConfig& quant_at_load = {});
   ~Qwen3VLModel();
 
   const ModelConfig& config() const;

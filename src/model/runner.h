@@ -15,6 +15,13 @@ class SequenceState {
   virtual int64_t length() const = 0;  // tokens in the KV cache
 };
 
+// A greedy choice: the largest logit (the lowest id among equal maxima) and its log-probability
+// under the raw distribution, log_softmax(logits)[id].
+struct GreedyToken {
+  int32_t id = 0;
+  float logprob = 0.0f;
+};
+
 class ModelRunner {
  public:
   virtual ~ModelRunner() = default;
@@ -34,14 +41,21 @@ class ModelRunner {
   // The default runs them one by one.
   virtual Result<std::vector<float>> decode_batch(const std::vector<SequenceState*>& seqs,
                                                   const std::vector<int32_t>& ids);
+  // One decode step as decode_batch, returning only each sequence's greedy next token, so a
+  // runner on a device can keep the logits there. The default takes decode_batch's logits and
+  // computes the choice on the host exactly as the engine's Sampler (greedy, no penalties) and
+  // top_logprobs do, so results are bit-identical to that path.
+  virtual Result<std::vector<GreedyToken>> decode_batch_argmax(const std::vector<SequenceState*>& seqs,
+                                                               const std::vector<int32_t>& ids);
   virtual void set_dump(DumpFn fn) {}
 };
 
 // The CPU oracle behind the runner interface.
-Result<std::unique_ptr<ModelRunner>> load_cpu_runner(const std::string& dir);
+// quant_at_load: quantize the text decoder's bf16 linears while loading (quant::selected).
+Result<std::unique_ptr<ModelRunner>> load_cpu_runner(const std::string& dir, const quant::QuantConfig& quant_at_load = {});
 
 // The CUDA runner (nullptr + error when this build has no CUDA or no GPU is present).
-Result<std::unique_ptr<ModelRunner>> load_cuda_runner(const std::string& dir);
+Result<std::unique_ptr<ModelRunner>> load_cuda_runner(const std::string& dir, const quant::QuantConfig& quant_at_load = {});
 bool cuda_available();
 
 }  // namespace ost

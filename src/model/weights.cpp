@@ -1,6 +1,10 @@
 #include "model/weights.h"
 
 #include <cmath>
+#include <cstring>
+
+#include "core/bf16.h"
+#include "quant/quant.h"
 
 namespace ost {
 namespace {
@@ -18,10 +22,30 @@ Result<ops::WType> weight_type(const TensorInfo& t) {
   }
 }
 
+ops::WType quant_wtype(quant::Format f) {
+  return f == quant::Format::INT8 ? ops::WType::INT8 : f == quant::Format::FP8 ? ops::WType::FP8 : ops::WType::INT4;
+}
+
 // Reads tensors by name; the checkpoint has already checked names and shapes.
 class Reader {
  public:
-  explicit Reader(const Checkpoint& c) : c_(c) {}
+  Reader(ModelWeights& owner, const ModelConfig& cfg, const quant::QuantConfig& at_load)
+      : c_(owner.checkpoint), owner_(owner), cfg_(cfg), at_load_(at_load) {}
+
+  // A linear weight [out, in]: stored quantized, quantized now (at_load), or as it is.
+  Result<WeightView> linear_weight(const std::string& name) const {
+    const TensorInfo& t = c_.get(name);
+    const quant::QuantConfig& q = cfg_.quant;
+    if (q.format != quant::Format::None && t.shape.size() == 2 && t.dtype == quant_dtype(q.format))
+      return stored_quantized(t, q);
+    auto w = matrix(name);
+    OST_TRY(w.status());
+    if (at_load_.format == quant::Format::None || t.shape.size() != 2) return w;
+    auto sel = quant::selected(name, at_load_.select);
+    OST_TRY(sel.status());
+    if (!*sel) return w;
+    return quantize_now(name, *w);
+  }
 
   // The tensor as a matrix [shape[0], prod(shape[1:])].
   Result<WeightView> matrix(const std::string& name) const {
@@ -43,7 +67,7 @@ class Reader {
   }
 
   Status linear(const std::string& prefix, bool bias, Linear& out) const {
-    auto w = matrix(prefix + ".weight");
+    auto w = linear_weight(prefix + ".weight");
     OST_TRY(w.status());
     out.w = *w;
     if (bias) {
@@ -73,7 +97,50 @@ class Reader {
   }
 
  private:
+  // f32 copy of a scale tensor (f32 or bf16 in the file; the mapping may be unaligned).
+  const float* owned_scale(const TensorInfo& t) const {
+    std::vector<float>& v = owner_.owned_f32.emplace_back(size_t(t.numel()));
+    if (t.dtype == DType::F32) {
+      std::memcpy(v.data(), t.data, v.size() * 4);
+    } else {
+      for (size_t i = 0; i < v.size(); ++i) {
+        bf16_t b;
+        std::memcpy(&b, t.data + 2 * i, 2);
+        v[i] = bf16_to_f32(b);
+      }
+    }
+    return v.data();
+  }
+
+  Result<WeightView> stored_quantized(const TensorInfo& t, const quant::QuantConfig& q) const {
+    WeightView w{quant_wtype(q.format), t.data, t.shape[0],
+                 q.format == quant::Format::INT4 ? t.shape[1] * 2 : t.shape[1]};
+    w.group = q.format == quant::Format::INT8 ? 0 : q.group_size;
+    const std::string base = t.name;
+    w.scale = owned_scale(c_.get(base + (q.format == quant::Format::FP8 ? "_scale_inv" : "_scale")));
+    if (q.format == quant::Format::INT4) w.zero = c_.get(base + "_zero").data;
+    return w;
+  }
+
+  Result<WeightView> quantize_now(const std::string& name, const WeightView& src) const {
+    OST_TRY(quant::check_shape(at_load_.format, name, src.rows, src.cols, at_load_.group_size));
+    std::vector<float> f(size_t(src.rows * src.cols));
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < src.rows; ++r) ops::weight_row_f32(src, r, f.data() + r * src.cols);
+    auto qm = quant::quantize(at_load_.format, f.data(), src.rows, src.cols, at_load_.group_size);
+    OST_TRY(qm.status());
+    WeightView w{quant_wtype(at_load_.format), nullptr, src.rows, src.cols};
+    w.group = qm->group;
+    w.data = owner_.owned_u8.emplace_back(std::move(qm->data)).data();
+    w.scale = owner_.owned_f32.emplace_back(std::move(qm->scale)).data();
+    if (!qm->zero.empty()) w.zero = owner_.owned_u8.emplace_back(std::move(qm->zero)).data();
+    return w;
+  }
+
   const Checkpoint& c_;
+  ModelWeights& owner_;
+  const ModelConfig& cfg_;
+  const quant::QuantConfig& at_load_;
 };
 
 Status load_vision(const Reader& r, const VisionConfig& c, VisionWeights& v) {
@@ -109,7 +176,7 @@ Status load_text(const Reader& r, const ModelConfig& cfg, TextWeights& t) {
   auto embed = r.matrix(p + "embed_tokens.weight");
   OST_TRY(embed.status());
   t.embed = *embed;
-  auto head = cfg.tie_word_embeddings ? embed : r.matrix("lm_head.weight");
+  auto head = cfg.tie_word_embeddings ? embed : r.linear_weight("lm_head.weight");
   OST_TRY(head.status());
   t.lm_head = *head;
   auto norm = r.vec(p + "norm.weight");
@@ -140,7 +207,11 @@ Status load_text(const Reader& r, const ModelConfig& cfg, TextWeights& t) {
 
 }  // namespace
 
-Result<std::unique_ptr<ModelWeights>> load_weights(const std::string& dir, const ModelConfig& cfg) {
+Result<std::unique_ptr<ModelWeights>> load_weights(const std::string& dir, const ModelConfig& cfg,
+                                                   const quant::QuantConfig& at_load) {
+  if (at_load.format != quant::Format::None && cfg.quant.format != quant::Format::None)
+    return make_error("%s is already quantized (%s); load it without --quant", dir.c_str(),
+                      quant::format_name(cfg.quant.format));
   if (cfg.vision.deepstack_visual_indexes.size() > size_t(cfg.text.num_layers))
     return make_error("config: %zu deepstack layers but only %d decoder layers",
                       cfg.vision.deepstack_visual_indexes.size(), cfg.text.num_layers);
@@ -148,7 +219,7 @@ Result<std::unique_ptr<ModelWeights>> load_weights(const std::string& dir, const
   OST_TRY(ck.status());
   auto w = std::make_unique<ModelWeights>();
   w->checkpoint = std::move(*ck);
-  Reader r(w->checkpoint);
+  Reader r(*w, cfg, at_load);
   OST_TRY(load_vision(r, cfg.vision, w->vision));
   OST_TRY(load_text(r, cfg, w->text));
   return w;

@@ -1,6 +1,7 @@
 // The weight table of Qwen3-VL as the graph uses it: big matrices are views into the mapped
 // checkpoint (bf16 stays bf16); 1-D tensors (norm scales, biases) are widened to fp32 at load.
 #pragma once
+#include <list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -61,11 +62,19 @@ struct TextWeights {
 
 struct ModelWeights {
   Checkpoint checkpoint;  // owns the mappings every view points into
+  // Buffers some views point into instead: scales widened to f32, weights quantized at load.
+  // (std::list: the buffers never move.)
+  std::list<std::vector<float>> owned_f32;
+  std::list<std::vector<uint8_t>> owned_u8;
   VisionWeights vision;
   TextWeights text;
 };
 
-// Maps the checkpoint of `dir` (validated against cfg) and builds the table.
-Result<std::unique_ptr<ModelWeights>> load_weights(const std::string& dir, const ModelConfig& cfg);
+// Maps the checkpoint of `dir` (validated against cfg) and builds the table. Linear weights
+// stored quantized (cfg.quant) become INT8/FP8/INT4 views. With `at_load` set, the bf16 linears
+// of the default selection (quant::selected: the text decoder's) are quantized into owned
+// buffers as they are read.
+Result<std::unique_ptr<ModelWeights>> load_weights(const std::string& dir, const ModelConfig& cfg,
+                                                   const quant::QuantConfig& at_load = {});
 
 }  // namespace ost

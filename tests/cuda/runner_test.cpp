@@ -1,6 +1,7 @@
 // The CUDA runner against the CPU runner on the seeded tiny Qwen3-VL: vision outputs, prefill
-// logits (text only, with an image, and a prompt longer than one prefill chunk), several decode
-// steps, batched decode, and the greedy path. Relative L2 of the logits <= 2e-2 (bf16 vs fp32).
+// logits (text only, with an image, a prompt longer than one prefill chunk, all logits over
+// several lm_head slices, a prefill continued in a second call), several decode steps, batched
+// decode, and the greedy paths. Relative L2 of the logits <= 2e-2 (bf16 vs fp32).
 #include <algorithm>
 #include <filesystem>
 #include <memory>
@@ -109,7 +110,29 @@ TEST(CudaRunner, LongPromptCrossesPrefillChunks) {
   OST_REQUIRE_GPU();
   Models* m = Models::get();
   ASSERT_NE(m, nullptr);
-  compare_run(*m, text_ids(700, 2), nullptr, nullptr, {}, 3);
+  compare_run(*m, text_ids(2100, 2), nullptr, nullptr, {}, 3);  // chunks of 2048 rows
+}
+
+// All logits of a prompt longer than one lm_head slice (512 rows).
+TEST(CudaRunner, AllLogitsAcrossLmHeadSlices) {
+  OST_REQUIRE_GPU();
+  Models* m = Models::get();
+  ASSERT_NE(m, nullptr);
+  const std::vector<int32_t> ids = text_ids(530, 8);
+  auto pos = compute_mrope_positions(ids, {}, m->cpu->config());
+  ASSERT_TRUE(pos.is_ok());
+  auto sc = m->cpu->new_sequence(600), sg = m->gpu->new_sequence(600);
+  ASSERT_TRUE(sc.is_ok() && sg.is_ok());
+  auto lc = m->cpu->prefill(**sc, ids, *pos, nullptr, true);
+  auto lg = m->gpu->prefill(**sg, ids, *pos, nullptr, true);
+  ASSERT_TRUE(lc.is_ok() && lg.is_ok()) << lg.message();
+  ASSERT_EQ(lg->size(), lc->size());
+  const size_t V = size_t(m->cpu->config().text.vocab_size);
+  const std::vector<float> tail_c(lc->end() - 20 * V, lc->end()), tail_g(lg->end() - 20 * V, lg->end());
+  const double e = rel_l2(*lg, *lc), et = rel_l2(tail_g, tail_c);
+  std::printf("all logits of 530 rows: rel L2 %.3g (last 20 rows %.3g)\n", e, et);
+  EXPECT_LE(e, kTol);
+  EXPECT_LE(et, kTol);
 }
 
 TEST(CudaRunner, ImagePromptVisionAndDecode) {
@@ -182,6 +205,97 @@ TEST(CudaRunner, BatchedAndGreedyDecodeMatchSingle) {
   EXPECT_EQ((*g)[0], int32_t(ops::argmax(l->data(), int64_t(l->size()))));
   ASSERT_NE(cuda_runner_info(*m->gpu), nullptr);
   EXPECT_EQ(cuda_runner_info(*m->cpu), nullptr);
+}
+
+// decode_batch_argmax (device argmax + log-softmax) against the host over decode_batch's logits.
+TEST(CudaRunner, DecodeBatchArgmaxMatchesHost) {
+  OST_REQUIRE_GPU();
+  Models* m = Models::get();
+  ASSERT_NE(m, nullptr);
+  const std::vector<int32_t> a = text_ids(30, 5), b = text_ids(21, 6);
+  std::vector<std::unique_ptr<SequenceState>> x, y;  // the same two prompts twice
+  for (auto* v : {&x, &y})
+    for (const auto* ids : {&a, &b}) {
+      auto pos = compute_mrope_positions(*ids, {}, m->gpu->config());
+      ASSERT_TRUE(pos.is_ok());
+      auto s = m->gpu->new_sequence(64);
+      ASSERT_TRUE(s.is_ok());
+      ASSERT_TRUE(m->gpu->prefill(**s, *ids, *pos, nullptr, false).is_ok());
+      v->push_back(std::move(*s));
+    }
+  const size_t V = size_t(m->gpu->config().text.vocab_size);
+  std::vector<int32_t> next = {100, 200};
+  for (int step = 0; step < 4; ++step) {
+    auto l = m->gpu->decode_batch({x[0].get(), x[1].get()}, next);
+    auto g = m->gpu->decode_batch_argmax({y[0].get(), y[1].get()}, next);
+    ASSERT_TRUE(l.is_ok() && g.is_ok()) << g.message();
+    for (size_t i = 0; i < 2; ++i) {
+      const float* row = l->data() + i * V;
+      const int32_t want = int32_t(ops::argmax(row, int64_t(V)));
+      double mx = -INFINITY, sum = 0;
+      for (size_t k = 0; k < V; ++k) mx = std::max(mx, double(row[k]));
+      for (size_t k = 0; k < V; ++k) sum += std::exp(double(row[k]) - mx);
+      EXPECT_EQ((*g)[i].id, want) << step << "/" << i;
+      EXPECT_NEAR((*g)[i].logprob, double(row[want]) - mx - std::log(sum), 1e-3) << step << "/" << i;
+      next[i] = want;
+    }
+  }
+}
+
+// Vision rows kept on the device feed the prefill the same bf16 values as the host copy.
+TEST(CudaRunner, VisionKeptOnDeviceGivesTheSamePrefill) {
+  OST_REQUIRE_GPU();
+  Models* m = Models::get();
+  ASSERT_NE(m, nullptr);
+  ImagePrompt p = image_prompt(m->gpu->config());
+  auto host = m->gpu->encode_images(p.in);
+  p.in.keep_on_device = true;
+  auto dev = m->gpu->encode_images(p.in);
+  ASSERT_TRUE(host.is_ok() && dev.is_ok()) << dev.message();
+  ASSERT_TRUE(dev->device != nullptr);
+  EXPECT_TRUE(dev->embeds.empty());
+  auto pos = compute_mrope_positions(p.ids, p.in.grid_thw, m->gpu->config());
+  ASSERT_TRUE(pos.is_ok());
+  auto s1 = m->gpu->new_sequence(128), s2 = m->gpu->new_sequence(128);
+  ASSERT_TRUE(s1.is_ok() && s2.is_ok());
+  auto l1 = m->gpu->prefill(**s1, p.ids, *pos, &*host, false);
+  auto l2 = m->gpu->prefill(**s2, p.ids, *pos, &*dev, false);
+  ASSERT_TRUE(l1.is_ok() && l2.is_ok()) << l2.message();
+  EXPECT_EQ(rel_l2(*l2, *l1), 0.0);
+}
+
+// A prompt prefilled in two calls (the second continues the cache at a length that is no
+// multiple of the block or tile sizes) against the CPU runner doing the same.
+TEST(CudaRunner, ContinuedPrefillMatchesCpu) {
+  OST_REQUIRE_GPU();
+  Models* m = Models::get();
+  ASSERT_NE(m, nullptr);
+  const std::vector<int32_t> ids = text_ids(150, 7);
+  auto pos = compute_mrope_positions(ids, {}, m->cpu->config());
+  ASSERT_TRUE(pos.is_ok());
+  const int64_t cut = 37;
+  auto part = [&](int64_t a, int64_t b) {
+    MropePositions q;
+    q.n = b - a;
+    q.rope_delta = pos->rope_delta;
+    for (int ax = 0; ax < 3; ++ax)
+      q.pos.insert(q.pos.end(), pos->pos.begin() + ax * pos->n + a, pos->pos.begin() + ax * pos->n + b);
+    return q;
+  };
+  const std::vector<int32_t> first(ids.begin(), ids.begin() + cut), second(ids.begin() + cut, ids.end());
+  auto sc = m->cpu->new_sequence(200), sg = m->gpu->new_sequence(200);
+  ASSERT_TRUE(sc.is_ok() && sg.is_ok());
+  for (auto* r : {m->cpu.get(), m->gpu.get()}) {
+    SequenceState& st = r == m->cpu.get() ? **sc : **sg;
+    ASSERT_TRUE(r->prefill(st, first, part(0, cut), nullptr, false).is_ok());
+  }
+  auto lc = m->cpu->prefill(**sc, second, part(cut, int64_t(ids.size())), nullptr, true);
+  auto lg = m->gpu->prefill(**sg, second, part(cut, int64_t(ids.size())), nullptr, true);
+  ASSERT_TRUE(lc.is_ok() && lg.is_ok()) << lg.message();
+  const double e = rel_l2(*lg, *lc);
+  std::printf("continued prefill (%lld + %lld tokens, all logits): rel L2 %.3g\n", (long long)cut,
+              (long long)(ids.size() - cut), e);
+  EXPECT_LE(e, kTol);
 }
 
 TEST(CudaRunner, KvPoolBlocksReturnOnDestroy) {

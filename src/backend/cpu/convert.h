@@ -8,6 +8,7 @@
 #include "backend/cpu/simd.h"
 #include "backend/ops.h"
 #include "core/bf16.h"
+#include "quant/quant.h"
 
 namespace ost::ops::cpu {
 
@@ -61,7 +62,18 @@ inline void dispatch(WType t, F&& f) {
     case WType::F32:
       f.template operator()<WType::F32>();
       break;
+    default:  // quantized types take their own paths (quant_view)
+      break;
   }
+}
+
+// The quant module's view of a quantized weight.
+inline quant::QView quant_view(const WeightView& w) {
+  const quant::Format f = w.dtype == WType::INT8  ? quant::Format::INT8
+                          : w.dtype == WType::FP8 ? quant::Format::FP8
+                          : w.dtype == WType::INT4 ? quant::Format::INT4
+                                                   : quant::Format::None;
+  return {f, w.data, w.scale, w.zero, w.rows, w.cols, int(w.group)};
 }
 
 }  // namespace ost::ops::cpu

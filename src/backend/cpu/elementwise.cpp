@@ -17,6 +17,7 @@ constexpr int64_t kParallelMin = 1 << 14;
 }  // namespace
 
 void weight_row_f32(const WeightView& w, int64_t r, float* out) {
+  if (is_quantized(w.dtype)) return quant::dequant_segment(cpu::quant_view(w), r, 0, w.cols, out);
   cpu::dispatch(w.dtype, [&]<WType T>() {
     using E = typename cpu::Conv<T>::elem;
     cpu::convert_f32<T>(static_cast<const E*>(w.data) + r * w.cols, w.cols, out);

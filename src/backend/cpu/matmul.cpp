@@ -1,4 +1,5 @@
-// matmul: y[n, O] = x[n, K] · W[O, K]ᵀ (+ bias), weights in bf16/f16/f32, fp32 arithmetic.
+// matmul: y[n, O] = x[n, K] · W[O, K]ᵀ (+ bias), weights in bf16/f16/f32 or quantized
+// (INT8/FP8/INT4, dequantized on the fly by the quant module's reference), fp32 arithmetic.
 //
 // Two paths:
 //  * gemv (n <= kGemvMaxRows, i.e. decode): weights are converted in registers as they stream
@@ -62,17 +63,64 @@ void gemv(const float* x, int64_t n, const WeightView& w, const float* bias, flo
   }
 }
 
+// Quantized weights (INT8/FP8/INT4) in the gemv: 4 rows at a time are dequantized slice by
+// slice into an fp32 scratch (quant::dequant_segment, the reference), then dotted with x.
+void gemv_quant(const float* x, int64_t n, const WeightView& w, const float* bias, float* y) {
+  const quant::QView q = cpu::quant_view(w);
+  const int64_t K = w.cols, O = w.rows;
+  const int64_t n_groups = ceil_div(O, 4);
+#pragma omp parallel
+  {
+    std::vector<float> buf(size_t(4 * kKC));
+    std::vector<float> acc(size_t(4 * n));
+#pragma omp for schedule(static)
+    for (int64_t g = 0; g < n_groups; ++g) {
+      const int64_t o0 = g * 4;
+      const int m = int(std::min<int64_t>(4, O - o0));
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+        const int kc = int(std::min<int64_t>(kKC, K - k0));
+        for (int r = 0; r < m; ++r) quant::dequant_segment(q, o0 + r, k0, kc, buf.data() + r * kKC);
+        for (int64_t i = 0; i < n; ++i) {
+          const float* xi = x + i * K + k0;
+          for (int r = 0; r < m; ++r) {
+            const float* wr = buf.data() + r * kKC;
+            __m256 a = _mm256_setzero_ps();
+            int k = 0;
+            for (; k + 8 <= kc; k += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(xi + k), _mm256_loadu_ps(wr + k), a);
+            float s = cpu::hsum(a);
+            for (; k < kc; ++k) s += xi[k] * wr[k];
+            acc[size_t(i * 4 + r)] += s;
+          }
+        }
+      }
+      for (int64_t i = 0; i < n; ++i)
+        for (int r = 0; r < m; ++r) y[i * O + o0 + r] = acc[size_t(i * 4 + r)] + (bias ? bias[o0 + r] : 0.0f);
+    }
+  }
+}
+
+// Row r of W, inputs [k0, k0 + kc), as fp32: the dense dtypes by conversion, the quantized ones
+// through the reference dequantization.
+template <WType T>
+void row_segment(const WeightView& w, int64_t r, int64_t k0, int kc, float* out) {
+  if constexpr (T == WType::INT8) {
+    quant::dequant_segment(cpu::quant_view(w), r, k0, kc, out);
+  } else {
+    using E = typename Conv<T>::elem;
+    cpu::convert_f32<T>(static_cast<const E*>(w.data) + r * w.cols + k0, kc, out);
+  }
+}
+
 // panel <- W[o0 .. o0+nb, k0 .. k0+kc) as fp32, one [kc][kNR] slab per 16 features, zero-padded
-// past nb. tmp: kc floats of scratch.
+// past nb. tmp: kc floats of scratch. (T = INT8 stands for every quantized type.)
 template <WType T>
 void pack(const WeightView& w, int64_t o0, int nb, int64_t k0, int kc, float* panel, float* tmp) {
-  using E = typename Conv<T>::elem;
-  const E* W = static_cast<const E*>(w.data);
   const int nb_padded = int(ceil_div(nb, kNR)) * kNR;
   for (int r = 0; r < nb_padded; ++r) {
     float* dst = panel + int64_t(r / kNR) * kc * kNR + (r % kNR);
     if (r < nb) {
-      cpu::convert_f32<T>(W + (o0 + r) * w.cols + k0, kc, tmp);
+      row_segment<T>(w, o0 + r, k0, kc, tmp);
       for (int k = 0; k < kc; ++k) dst[k * kNR] = tmp[k];
     } else {
       for (int k = 0; k < kc; ++k) dst[k * kNR] = 0.0f;
@@ -141,6 +189,11 @@ void matmul(const float* x, int64_t n, const WeightView& w, const float* bias, f
   if (w.cols == 0) {  // empty reduction
     for (int64_t i = 0; i < n; ++i)
       for (int64_t o = 0; o < w.rows; ++o) y[i * w.rows + o] = bias ? bias[o] : 0.0f;
+    return;
+  }
+  if (is_quantized(w.dtype)) {
+    if (n <= kGemvMaxRows) gemv_quant(x, n, w, bias, y);
+    else gemm<WType::INT8>(x, n, w, bias, y);
     return;
   }
   cpu::dispatch(w.dtype, [&]<WType T>() {

@@ -35,6 +35,7 @@ CudaRunner::~CudaRunner() {
     if (g) cudaGraphExecDestroy(g);
   for (void* p : allocs_) cudaFree(p);
   if (staging_host_) cudaFreeHost(staging_host_);
+  if (step_out_host_) cudaFreeHost(step_out_host_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -69,6 +70,38 @@ Status CudaRunner::copy_rows(const ops::WeightView& w, bf16* dst) {
   return Status::ok();
 }
 
+Result<bool> CudaRunner::upload_int8(const std::vector<const ops::WeightView*>& parts, QLinear& out) {
+  int64_t rows = 0;
+  for (const ops::WeightView* w : parts) {
+    if (w->dtype != ops::WType::INT8 || w->cols != parts[0]->cols || w->cols % 16 != 0) return false;
+    rows += w->rows;
+  }
+  const int64_t cols = parts[0]->cols;
+  auto dw = alloc(size_t(rows * cols));
+  auto ds = alloc(size_t(rows) * 4);
+  OST_TRY(dw.status());
+  OST_TRY(ds.status());
+  out.w = static_cast<int8_t*>(*dw);
+  out.scale = static_cast<float*>(*ds);
+  int64_t r0 = 0;
+  for (const ops::WeightView* w : parts) {
+    OST_CUDA_RET(cudaMemcpy(out.w + r0 * cols, w->data, size_t(w->rows * cols), cudaMemcpyHostToDevice));
+    OST_CUDA_RET(cudaMemcpy(out.scale + r0, w->scale, size_t(w->rows) * 4, cudaMemcpyHostToDevice));
+    r0 += w->rows;
+  }
+  weight_bytes_ += size_t(rows * cols) + size_t(rows) * 4;
+  dequant_scratch_elems_ = std::max(dequant_scratch_elems_, size_t(rows * cols));  // allocated after the text weights
+  return true;
+}
+
+Status CudaRunner::linear(const bf16* x, int64_t n, const bf16* w, const QLinear& q, int64_t out, int64_t in,
+                          bf16* y, cudaStream_t s) {
+  if (!q.w) return gemm_.run(x, n, w, out, in, nullptr, y, s);
+  if (n <= kW8GemvMaxRows) return launch_w8a16_gemv({x, q.w, q.scale, nullptr, y, n, out, in}, s);
+  OST_TRY(launch_dequant_int8({q.w, q.scale, dequant_scratch_, out, in}, s));
+  return gemm_.run(x, n, dequant_scratch_, out, in, nullptr, y, s);
+}
+
 Result<bf16*> CudaRunner::upload_vec(const std::vector<float>& v) {
   std::vector<bf16_t> tmp(v.size());
   for (size_t i = 0; i < v.size(); ++i) tmp[i] = f32_to_bf16(v[i]);  // exact: loaded from bf16
@@ -79,11 +112,11 @@ Result<bf16*> CudaRunner::upload_vec(const std::vector<float>& v) {
   return static_cast<bf16*>(*d);
 }
 
-Status CudaRunner::load(const std::string& dir) {
+Status CudaRunner::load(const std::string& dir, const quant::QuantConfig& quant_at_load) {
   auto cfg = load_folder_configs(dir);
   OST_TRY(cfg.status());
   cfg_ = std::move(*cfg);
-  auto w = load_weights(dir, cfg_.model);
+  auto w = load_weights(dir, cfg_.model, quant_at_load);
   if (!w) return Error{w.message()};
   host_ = std::move(*w);
   const TextConfig& c = cfg_.model.text;
@@ -93,6 +126,9 @@ Status CudaRunner::load(const std::string& dir) {
   cudaDeviceProp prop{};
   OST_CUDA_RET(cudaGetDeviceProperties(&prop, 0));
   info_.device = prop.name;
+  sm_count_ = prop.multiProcessorCount;
+  const char* attn = std::getenv("OST_ATTN");  // "simt": the generic kernel everywhere (A/B runs)
+  fast_attention_ = !(attn && std::strcmp(attn, "simt") == 0);
   OST_CUDA_RET(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   OST_TRY(gemm_.init());
 
@@ -104,23 +140,40 @@ Status CudaRunner::load(const std::string& dir) {
     if (!L.q.b.empty() || !L.k.b.empty() || !L.v.b.empty() || !L.o.b.empty())
       return make_error("the CUDA runner does not support attention biases yet");
     Layer& d = layers_[size_t(l)];
-    auto qkv = alloc(size_t((Q + 2 * KV) * H) * 2);
-    OST_TRY(qkv.status());
-    d.qkv = static_cast<bf16*>(*qkv);
-    OST_TRY(copy_rows(L.q.w, d.qkv));
-    OST_TRY(copy_rows(L.k.w, d.qkv + Q * H));
-    OST_TRY(copy_rows(L.v.w, d.qkv + (Q + KV) * H));
-    auto gu = alloc(size_t(2 * I * H) * 2);
-    OST_TRY(gu.status());
-    d.gu = static_cast<bf16*>(*gu);
-    OST_TRY(copy_rows(L.gate.w, d.gu));
-    OST_TRY(copy_rows(L.up.w, d.gu + I * H));
-    auto o = upload_rows(L.o.w);
-    OST_TRY(o.status());
-    d.o = *o;
-    auto down = upload_rows(L.down.w);
-    OST_TRY(down.status());
-    d.down = *down;
+    // INT8 groups go up as int8 (W8A16); FP8/INT4 and bf16 as bf16 (copy_rows dequantizes).
+    auto qkv_q = upload_int8({&L.q.w, &L.k.w, &L.v.w}, d.qkv_q);
+    OST_TRY(qkv_q.status());
+    if (!*qkv_q) {
+      auto qkv = alloc(size_t((Q + 2 * KV) * H) * 2);
+      OST_TRY(qkv.status());
+      d.qkv = static_cast<bf16*>(*qkv);
+      OST_TRY(copy_rows(L.q.w, d.qkv));
+      OST_TRY(copy_rows(L.k.w, d.qkv + Q * H));
+      OST_TRY(copy_rows(L.v.w, d.qkv + (Q + KV) * H));
+    }
+    auto gu_q = upload_int8({&L.gate.w, &L.up.w}, d.gu_q);
+    OST_TRY(gu_q.status());
+    if (!*gu_q) {
+      auto gu = alloc(size_t(2 * I * H) * 2);
+      OST_TRY(gu.status());
+      d.gu = static_cast<bf16*>(*gu);
+      OST_TRY(copy_rows(L.gate.w, d.gu));
+      OST_TRY(copy_rows(L.up.w, d.gu + I * H));
+    }
+    auto o_q = upload_int8({&L.o.w}, d.o_q);
+    OST_TRY(o_q.status());
+    if (!*o_q) {
+      auto o = upload_rows(L.o.w);
+      OST_TRY(o.status());
+      d.o = *o;
+    }
+    auto down_q = upload_int8({&L.down.w}, d.down_q);
+    OST_TRY(down_q.status());
+    if (!*down_q) {
+      auto down = upload_rows(L.down.w);
+      OST_TRY(down.status());
+      d.down = *down;
+    }
     for (auto [dst, src] : {std::pair{&d.attn_norm, &L.attn_norm}, std::pair{&d.ffn_norm, &L.ffn_norm},
                             std::pair{&d.q_norm, &L.q_norm}, std::pair{&d.k_norm, &L.k_norm}}) {
       auto v = upload_vec(*src);
@@ -131,9 +184,18 @@ Status CudaRunner::load(const std::string& dir) {
   auto norm = upload_vec(tw.norm);
   OST_TRY(norm.status());
   norm_ = *norm;
-  auto head = upload_rows(tw.lm_head);
-  OST_TRY(head.status());
-  lm_head_ = *head;
+  auto head_q = upload_int8({&tw.lm_head}, lm_head_q_);
+  OST_TRY(head_q.status());
+  if (!*head_q) {
+    auto head = upload_rows(tw.lm_head);
+    OST_TRY(head.status());
+    lm_head_ = *head;
+  }
+  if (dequant_scratch_elems_ > 0) {
+    auto sc = alloc(dequant_scratch_elems_ * 2);
+    OST_TRY(sc.status());
+    dequant_scratch_ = static_cast<bf16*>(*sc);
+  }
   info_.text_weight_bytes = weight_bytes_;
   if (tw.embed.data == tw.lm_head.data) {
     embed_ = lm_head_;  // tied
@@ -166,17 +228,27 @@ Status CudaRunner::load(const std::string& dir) {
   const int64_t R = kMaxRows, V = c.vocab_size;
   struct B { bf16** p; int64_t elems; };
   for (B b : {B{&x_, R * H}, B{&h_, R * H}, B{&qkv_, R * (Q + 2 * KV)}, B{&q_, R * Q},
-              B{&attn_, R * Q}, B{&gu_, R * 2 * I}, B{&act_, R * I}, B{&logits_, R * V}}) {
+              B{&attn_, R * Q}, B{&gu_, R * 2 * I}, B{&act_, R * I}, B{&logits_, kMaxLogitRows * V}}) {
     auto d = alloc(size_t(b.elems) * 2);
     OST_TRY(d.status());
     *b.p = static_cast<bf16*>(*d);
   }
-  auto lf = alloc(size_t(R * V) * 4);
+  auto lf = alloc(size_t(kMaxLogitRows * V) * 4);
   OST_TRY(lf.status());
   logits_f32_ = static_cast<float*>(*lf);
-  auto am = alloc(size_t(R) * 4);
+  auto am = alloc(size_t(R) * 8);
   OST_TRY(am.status());
   argmax_ = static_cast<int32_t*>(*am);
+  logprob_ = reinterpret_cast<float*>(argmax_ + R);
+  OST_CUDA_RET(cudaMallocHost(&step_out_host_, size_t(R) * 8));
+  auto part = alloc(cuda::decode_attention_partial_floats(kMaxSeqs, c.num_heads, int(D), kMaxDecodeSplits) * 4);
+  OST_TRY(part.status());
+  attn_partial_ = static_cast<float*>(*part);
+  auto cnt = alloc(size_t(kMaxSeqs) * c.num_kv_heads * 4);
+  OST_TRY(cnt.status());
+  attn_counters_ = static_cast<int*>(*cnt);
+  OST_CUDA_RET(cudaMemset(attn_counters_, 0, size_t(kMaxSeqs) * c.num_kv_heads * 4));
+  staged_owner_.assign(kMaxSeqs, 0);
 
   // KV pool: half of what is free now, at most kMaxPoolTokens tokens.
   info_.kv_bytes_per_token = size_t(2 * c.num_layers * KV) * 2;
@@ -222,6 +294,7 @@ Result<std::unique_ptr<SequenceState>> CudaRunner::new_sequence(int64_t capacity
                       free_blocks_.size(), kBlock, (long long)nb);
   auto s = std::make_unique<CudaSequence>();
   s->runner = this;
+  s->id = next_seq_id_++;
   s->capacity = nb * kBlock;
   for (int64_t i = 0; i < nb; ++i) {
     s->blocks.push_back(free_blocks_.back());
@@ -240,21 +313,35 @@ int32_t CudaRunner::slot_of(const CudaSequence& s, int64_t i) const {
   return s.blocks[size_t(i / kBlock)] * kBlock + int32_t(i % kBlock);
 }
 
+// A sequence's block table never changes (all its blocks are taken at new_sequence), so a
+// staging row is copied to the device only when a different sequence takes it.
 void CudaRunner::stage_table(int seq, const CudaSequence& s) {
+  if (staged_owner_[size_t(seq)] == s.id) return;
+  staged_owner_[size_t(seq)] = s.id;
   int32_t* t = staging_host_ + size_t(kMaxRows) * kStepFields + size_t(seq) * table_width_;
   std::copy(s.blocks.begin(), s.blocks.end(), t);
+  dirty_tables_.push_back({seq, int(s.blocks.size())});
 }
 
 Status CudaRunner::upload_staging(int n_seqs) {
-  const size_t elems = size_t(kMaxRows) * kStepFields + size_t(n_seqs) * table_width_;
-  OST_CUDA_RET(cudaMemcpyAsync(staging_dev_, staging_host_, elems * 4, cudaMemcpyHostToDevice, stream_));
+  const size_t fields = size_t(kMaxRows) * kStepFields;
+  OST_CUDA_RET(cudaMemcpyAsync(staging_dev_, staging_host_, fields * 4, cudaMemcpyHostToDevice, stream_));
+  for (auto [row, len] : dirty_tables_) {
+    const size_t off = fields + size_t(row) * table_width_;
+    OST_CUDA_RET(cudaMemcpyAsync(staging_dev_ + off, staging_host_ + off, size_t(len) * 4, cudaMemcpyHostToDevice,
+                                 stream_));
+  }
+  dirty_tables_.clear();
   return Status::ok();
 }
 
 // The decoder over n staged rows. Image rows (prefill only) replace the <|image_pad|> rows
 // listed in the kImage field and the deepstack rows are added after the first layers.
-// Leaves logits bf16 [n - logits_from, vocab] in logits_ and their argmax in argmax_.
-Status CudaRunner::forward(int64_t n, int64_t logits_from, const ImageRows* img) {
+// Logits of rows logits_from .. n-1 in slices of kMaxLogitRows: each slice leaves bf16 logits in
+// logits_, their argmax in argmax_ and its log-probability in logprob_, and goes to host_logits
+// as f32 when that is given (never inside a graph).
+Status CudaRunner::forward(int64_t n, int64_t logits_from, const ImageRows* img, bool decode, int64_t past,
+                           float* host_logits) {
   const TextConfig& c = cfg_.model.text;
   const int64_t H = c.hidden_size, D = c.head_dim, Q = int64_t(c.num_heads) * D,
                 KV = int64_t(c.num_kv_heads) * D, I = c.intermediate_size, V = c.vocab_size;
@@ -269,7 +356,7 @@ Status CudaRunner::forward(int64_t n, int64_t logits_from, const ImageRows* img)
   for (int l = 0; l < c.num_layers; ++l) {
     const Layer& L = layers_[size_t(l)];
     mark("norm/rope/act");
-    OST_TRY(gemm_.run(h_, n, L.qkv, Q + 2 * KV, H, nullptr, qkv_, s));
+    OST_TRY(linear(h_, n, L.qkv, L.qkv_q, Q + 2 * KV, H, qkv_, s));
     mark("gemm qkv");
     QkNormRopeParams qp;
     qp.qkv = qkv_;
@@ -290,34 +377,76 @@ Status CudaRunner::forward(int64_t n, int64_t logits_from, const ImageRows* img)
     qp.pos_stride = kMaxRows;
     OST_TRY(launch_qk_norm_rope(qp, s));
     mark("norm/rope/act");
-    AttentionParams ap;
-    ap.q = q_;
-    ap.k = kc_[size_t(l)];
-    ap.v = vc_[size_t(l)];
-    ap.out = attn_;
-    ap.n = n;
-    ap.n_heads = c.num_heads;
-    ap.n_kv = c.num_kv_heads;
-    ap.head_dim = int(D);
-    ap.q_stride = ap.out_stride = Q;
-    ap.kv_stride = KV;
-    ap.row_len = field(in, kLen);
-    ap.row_seq = field(in, kSeq);
-    ap.block_table = in + size_t(kMaxRows) * kStepFields;
-    ap.table_width = table_width_;
-    ap.block_size = kBlock;
-    ap.scale = float(1.0 / std::sqrt(double(D)));
-    OST_TRY(launch_attention(ap, s));
+    const int32_t* tables = in + size_t(kMaxRows) * kStepFields;
+    const float scale = float(1.0 / std::sqrt(double(D)));
+    const int group = c.num_heads / c.num_kv_heads;
+    if (fast_attention_ && decode && decode_attention_supports(int(D), group)) {
+      DecodeAttentionParams ap;
+      ap.q = q_;
+      ap.k = kc_[size_t(l)];
+      ap.v = vc_[size_t(l)];
+      ap.out = attn_;
+      ap.n = n;
+      ap.n_heads = c.num_heads;
+      ap.n_kv = c.num_kv_heads;
+      ap.head_dim = int(D);
+      ap.q_stride = ap.out_stride = Q;
+      ap.row_len = field(in, kLen);
+      ap.row_seq = field(in, kSeq);
+      ap.block_table = tables;
+      ap.table_width = table_width_;
+      ap.block_size = kBlock;
+      ap.scale = scale;
+      ap.partial = attn_partial_;
+      ap.counters = attn_counters_;
+      ap.splits = decode_attention_splits(n, c.num_kv_heads, sm_count_);
+      OST_TRY(launch_decode_attention(ap, s));
+    } else if (fast_attention_ && !decode && flash_attention_supports(int(D))) {
+      FlashAttentionParams ap;  // one sequence (staging row 0), causal from cache index past
+      ap.q = q_;
+      ap.k = kc_[size_t(l)];
+      ap.v = vc_[size_t(l)];
+      ap.out = attn_;
+      ap.n_heads = c.num_heads;
+      ap.n_kv = c.num_kv_heads;
+      ap.head_dim = int(D);
+      ap.q_stride = ap.out_stride = Q;
+      ap.block_table = tables;
+      ap.block_size = kBlock;
+      ap.n = n;
+      ap.past = past;
+      ap.scale = scale;
+      OST_TRY(launch_flash_attention(ap, s));
+    } else {
+      AttentionParams ap;
+      ap.q = q_;
+      ap.k = kc_[size_t(l)];
+      ap.v = vc_[size_t(l)];
+      ap.out = attn_;
+      ap.n = n;
+      ap.n_heads = c.num_heads;
+      ap.n_kv = c.num_kv_heads;
+      ap.head_dim = int(D);
+      ap.q_stride = ap.out_stride = Q;
+      ap.kv_stride = KV;
+      ap.row_len = field(in, kLen);
+      ap.row_seq = field(in, kSeq);
+      ap.block_table = tables;
+      ap.table_width = table_width_;
+      ap.block_size = kBlock;
+      ap.scale = scale;
+      OST_TRY(launch_attention(ap, s));
+    }
     mark("attention");
-    OST_TRY(gemm_.run(attn_, n, L.o, H, Q, nullptr, h_, s));
+    OST_TRY(linear(attn_, n, L.o, L.o_q, H, Q, h_, s));
     mark("gemm o");
     OST_TRY(launch_add_rms_norm({x_, h_, L.ffn_norm, h_, n, int(H), eps}, s));
     mark("norm/rope/act");
-    OST_TRY(gemm_.run(h_, n, L.gu, 2 * I, H, nullptr, gu_, s));
+    OST_TRY(linear(h_, n, L.gu, L.gu_q, 2 * I, H, gu_, s));
     mark("gemm gate_up");
     OST_TRY(launch_silu_mul({gu_, act_, n, I}, s));
     mark("norm/rope/act");
-    OST_TRY(gemm_.run(act_, n, L.down, H, I, nullptr, h_, s));
+    OST_TRY(linear(act_, n, L.down, L.down_q, H, I, h_, s));
     mark("gemm down");
     const bf16* next = l + 1 < c.num_layers ? layers_[size_t(l + 1)].attn_norm : norm_;
     OST_TRY(launch_add_rms_norm({x_, h_, next, h_, n, int(H), eps}, s));
@@ -327,13 +456,17 @@ Status CudaRunner::forward(int64_t n, int64_t logits_from, const ImageRows* img)
     }
   }
   const int64_t nl = n - logits_from;
-  if (nl > 0) {
+  for (int64_t r0 = 0; r0 < nl; r0 += kMaxLogitRows) {
+    const int64_t rn = std::min<int64_t>(kMaxLogitRows, nl - r0);
     mark("norm/rope/act");
-    OST_TRY(gemm_.run(h_ + logits_from * H, nl, lm_head_, V, H, nullptr, logits_, s));
+    OST_TRY(linear(h_ + (logits_from + r0) * H, rn, lm_head_, lm_head_q_, V, H, logits_, s));
     mark("gemm lm_head");
-    OST_TRY(launch_bf16_to_f32(logits_, logits_f32_, nl * V, s));
-    OST_TRY(launch_argmax(logits_, nl, V, argmax_, s));
+    OST_TRY(launch_argmax_logprob(logits_, rn, V, argmax_, logprob_, s));
     mark("logits out");
+    if (host_logits) {
+      OST_TRY(launch_bf16_to_f32(logits_, logits_f32_, rn * V, s));
+      OST_CUDA_RET(cudaMemcpyAsync(host_logits + r0 * V, logits_f32_, size_t(rn * V) * 4, cudaMemcpyDeviceToHost, s));
+    }
   }
   return Status::ok();
 }
@@ -364,7 +497,13 @@ Result<std::vector<float>> CudaRunner::prefill(SequenceState& st, const std::vec
   // Image rows and deepstack features, bf16 on the device for the whole prompt.
   DeviceScratch scratch;
   ImageRows img;
-  if (rows > 0) {
+  if (rows > 0 && vision->device) {  // kept on the device by encode_images
+    const auto* d = static_cast<const DeviceVisionRows*>(vision->device.get());
+    if (d->rows != rows || d->width != H || d->layers != int(1 + cfg.vision.deepstack_visual_indexes.size()))
+      return make_error("prefill: the vision output does not match this model");
+    img.embeds = d->data;
+    for (int k = 1; k < d->layers; ++k) img.deepstack.push_back(d->data + int64_t(k) * rows * H);
+  } else if (rows > 0) {
     if (int64_t(vision->embeds.size()) != rows * H ||
         vision->deepstack.size() != cfg.vision.deepstack_visual_indexes.size())
       return make_error("prefill: the vision output does not match this model");
@@ -411,12 +550,8 @@ Result<std::vector<float>> CudaRunner::prefill(SequenceState& st, const std::vec
       for (const bf16* d : img.deepstack) chunk_img.deepstack.push_back(d + image_row * H);
     }
     const int64_t from = all_logits ? 0 : (last ? cn - 1 : cn);
-    OST_TRY(forward(cn, from, ni > 0 ? &chunk_img : nullptr));
-    if (cn - from > 0) {
-      float* out = all_logits ? logits.data() + c0 * V : logits.data();
-      OST_CUDA_RET(cudaMemcpyAsync(out, logits_f32_, size_t((cn - from) * V) * 4,
-                                   cudaMemcpyDeviceToHost, stream_));
-    }
+    float* out = all_logits ? logits.data() + c0 * V : logits.data();
+    OST_TRY(forward(cn, from, ni > 0 ? &chunk_img : nullptr, /*decode=*/false, s.len, cn > from ? out : nullptr));
     OST_CUDA_RET(cudaStreamSynchronize(stream_));
     s.len += cn;
     image_row += ni;
@@ -451,12 +586,12 @@ Status CudaRunner::decode_step(const std::vector<SequenceState*>& seqs, const st
   const bool first = !graphs_.count(int(B));
   if (!use_graphs_ || first || profile_) {
     if (first) graphs_[int(B)] = nullptr;  // capture on the next step of this size
-    OST_TRY(forward(B, 0, nullptr));
+    OST_TRY(forward(B, 0, nullptr, /*decode=*/true, 0));
   } else {
     cudaGraphExec_t& exec = graphs_[int(B)];
     if (!exec) {
       OST_CUDA_RET(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-      Status st = forward(B, 0, nullptr);
+      Status st = forward(B, 0, nullptr, /*decode=*/true, 0);
       cudaGraph_t graph = nullptr;
       const cudaError_t e = cudaStreamEndCapture(stream_, &graph);
       if (!st) {
@@ -479,6 +614,7 @@ Result<std::vector<float>> CudaRunner::decode_batch(const std::vector<SequenceSt
   OST_TRY(decode_step(seqs, ids));
   const size_t V = size_t(cfg_.model.text.vocab_size);
   std::vector<float> logits(seqs.size() * V);
+  OST_TRY(launch_bf16_to_f32(logits_, logits_f32_, int64_t(logits.size()), stream_));
   OST_CUDA_RET(cudaMemcpyAsync(logits.data(), logits_f32_, logits.size() * 4, cudaMemcpyDeviceToHost, stream_));
   OST_CUDA_RET(cudaStreamSynchronize(stream_));
   return logits;
@@ -488,12 +624,28 @@ Result<std::vector<float>> CudaRunner::decode(SequenceState& s, int32_t id) {
   return decode_batch({&s}, {id});
 }
 
+Result<std::vector<GreedyToken>> CudaRunner::decode_batch_argmax(const std::vector<SequenceState*>& seqs,
+                                                                 const std::vector<int32_t>& ids) {
+  OST_TRY(decode_step(seqs, ids));
+  const size_t B = seqs.size();
+  auto* h = static_cast<int32_t*>(step_out_host_);  // ids [B], then log-probabilities [B]
+  OST_CUDA_RET(cudaMemcpyAsync(h, argmax_, B * 4, cudaMemcpyDeviceToHost, stream_));
+  OST_CUDA_RET(cudaMemcpyAsync(h + B, logprob_, B * 4, cudaMemcpyDeviceToHost, stream_));
+  OST_CUDA_RET(cudaStreamSynchronize(stream_));
+  std::vector<GreedyToken> out(B);
+  for (size_t b = 0; b < B; ++b) {
+    out[b].id = h[b];
+    std::memcpy(&out[b].logprob, h + B + b, 4);
+  }
+  return out;
+}
+
 Result<std::vector<int32_t>> CudaRunner::decode_greedy(const std::vector<SequenceState*>& seqs,
                                                        const std::vector<int32_t>& ids) {
-  OST_TRY(decode_step(seqs, ids));
-  std::vector<int32_t> out(seqs.size());
-  OST_CUDA_RET(cudaMemcpyAsync(out.data(), argmax_, out.size() * 4, cudaMemcpyDeviceToHost, stream_));
-  OST_CUDA_RET(cudaStreamSynchronize(stream_));
+  auto g = decode_batch_argmax(seqs, ids);
+  OST_TRY(g.status());
+  std::vector<int32_t> out;
+  for (const GreedyToken& t : *g) out.push_back(t.id);
   return out;
 }
 
@@ -541,10 +693,10 @@ Result<std::vector<std::pair<std::string, double>>> cuda_profile_decode(
   return c->profile_decode(seqs, ids);
 }
 
-Result<std::unique_ptr<ModelRunner>> load_cuda_runner(const std::string& dir) {
+Result<std::unique_ptr<ModelRunner>> load_cuda_runner(const std::string& dir, const quant::QuantConfig& quant_at_load) {
   if (!cuda_available()) return make_error("no CUDA GPU is visible; use --device cpu");
   auto r = std::make_unique<cuda::CudaRunner>();
-  Status st = r->load(dir);
+  Status st = r->load(dir, quant_at_load);
   if (!st) return Error{st.message()};
   return std::unique_ptr<ModelRunner>(std::move(r));
 }

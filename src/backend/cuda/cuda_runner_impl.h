@@ -6,10 +6,12 @@
 #include <string>
 #include <vector>
 
+#include "backend/cuda/attention.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_runner.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/quant_gemm.h"
 #include "model/runner.h"
 #include "model/weights.h"
 
@@ -32,6 +34,51 @@ class DeviceScratch {
   std::vector<void*> ptrs_;
 };
 
+// One device allocation reused across calls and grown to the largest request; carve() hands
+// out 256-byte aligned pieces of it. Growing waits for the stream (the old buffer may be in use).
+class Workspace {
+ public:
+  ~Workspace() {
+    if (p_) cudaFree(p_);
+  }
+  Result<std::vector<void*>> carve(const std::vector<size_t>& sizes, cudaStream_t s) {
+    size_t total = 0;
+    for (size_t b : sizes) total += (b + 255) / 256 * 256;
+    if (total > cap_) {
+      if (p_) {
+        OST_CUDA_RET(cudaStreamSynchronize(s));
+        OST_CUDA_RET(cudaFree(p_));
+        p_ = nullptr;
+        cap_ = 0;
+      }
+      OST_CUDA_RET(cudaMalloc(&p_, total));
+      cap_ = total;
+    }
+    std::vector<void*> out;
+    char* c = static_cast<char*>(p_);
+    for (size_t b : sizes) {
+      out.push_back(c);
+      c += (b + 255) / 256 * 256;
+    }
+    return out;
+  }
+
+ private:
+  void* p_ = nullptr;
+  size_t cap_ = 0;
+};
+
+// Vision output kept on the device: bf16 [1 + deepstack layers][n_merged, out_hidden] (the
+// final merger's rows first), one allocation.
+struct DeviceVisionRows {
+  ~DeviceVisionRows() {
+    if (data) cudaFree(data);
+  }
+  __nv_bfloat16* data = nullptr;
+  int64_t rows = 0, width = 0;
+  int layers = 0;  // 1 + deepstack
+};
+
 class CudaRunner;
 
 class CudaSequence final : public SequenceState {
@@ -41,18 +88,20 @@ class CudaSequence final : public SequenceState {
   CudaRunner* runner = nullptr;
   std::vector<int32_t> blocks;  // pool block ids, in token order
   int64_t len = 0, capacity = 0, rope_delta = 0;
+  uint64_t id = 0;  // unique per runner: which staged block table rows are current
 };
 
 class CudaRunner final : public ModelRunner {
  public:
   static constexpr int kBlock = 16;              // tokens per KV block
-  static constexpr int64_t kMaxRows = 512;       // tokens per forward (prefill chunk)
+  static constexpr int64_t kMaxRows = 2048;      // tokens per forward (prefill chunk)
+  static constexpr int64_t kMaxLogitRows = 512;  // logits rows per lm_head slice
   static constexpr int kMaxSeqs = 64;            // sequences per decode step
   static constexpr size_t kMaxPoolTokens = 1 << 20;
   static constexpr int64_t kMaxSeqTokens = 1 << 17;
 
   ~CudaRunner() override;
-  Status load(const std::string& dir);
+  Status load(const std::string& dir, const quant::QuantConfig& quant_at_load = {});
   const CudaRunnerInfo& info() const { return info_; }
 
   const ModelConfig& config() const override { return cfg_.model; }
@@ -67,6 +116,8 @@ class CudaRunner final : public ModelRunner {
   Result<std::vector<float>> decode(SequenceState& s, int32_t id) override;
   Result<std::vector<float>> decode_batch(const std::vector<SequenceState*>& seqs,
                                           const std::vector<int32_t>& ids) override;
+  Result<std::vector<GreedyToken>> decode_batch_argmax(const std::vector<SequenceState*>& seqs,
+                                                       const std::vector<int32_t>& ids) override;
   Result<std::vector<int32_t>> decode_greedy(const std::vector<SequenceState*>& seqs,
                                              const std::vector<int32_t>& ids);
   void release_blocks(const std::vector<int32_t>& blocks);
@@ -77,8 +128,14 @@ class CudaRunner final : public ModelRunner {
   // Per-row int32 inputs of a forward, each a field of kMaxRows in the staging area, followed
   // by the block tables (kMaxSeqs rows of table_width_).
   enum StepField { kIds, kPosT, kPosH, kPosW, kSlot, kSeq, kLen, kImage, kStepFields };
+  // An INT8 weight-only linear (quant_gemm.h): int8 [out, in] + f32 scale [out]; null: bf16.
+  struct QLinear {
+    int8_t* w = nullptr;
+    float* scale = nullptr;
+  };
   struct Layer {
     bf16 *qkv = nullptr, *o = nullptr, *gu = nullptr, *down = nullptr;  // [out, in]
+    QLinear qkv_q, o_q, gu_q, down_q;  // set instead of the bf16 matrix when the weights are INT8
     bf16 *attn_norm = nullptr, *ffn_norm = nullptr, *q_norm = nullptr, *k_norm = nullptr;
   };
   struct ImageRows {
@@ -105,17 +162,27 @@ class CudaRunner final : public ModelRunner {
   Status copy_rows(const ops::WeightView& w, bf16* dst);
   Result<bf16*> upload_rows(const ops::WeightView& w);
   Result<bf16*> upload_vec(const std::vector<float>& v);
+  // Rows of several INT8 views stacked into one int8 matrix (false when any part is not INT8).
+  Result<bool> upload_int8(const std::vector<const ops::WeightView*>& parts, QLinear& out);
+  // y = x · Wᵀ through the W8A16 kernel (q.w set, n <= 32), dequantize + bf16 GEMM (q.w set,
+  // larger n) or the bf16 GEMM.
+  Status linear(const bf16* x, int64_t n, const bf16* w, const QLinear& q, int64_t out, int64_t in, bf16* y,
+                cudaStream_t s);
   Status load_linear(const Linear& l, VLinear& out);
   Status load_norm(const Norm& n, VNorm& out);
   Status load_vision();
-  Status run_merger(const VMerger& m, const bf16* x, int64_t N, bool norm_after_merge,
-                    std::vector<float>& out);
+  // x bf16 [N, hidden] -> bf16 [N/m², out_hidden] at out; scratch: y, f1 bf16 [N, hidden].
+  Status run_merger(const VMerger& m, const bf16* x, int64_t N, bool norm_after_merge, bf16* y, bf16* f1,
+                    bf16* out);
 
   int32_t* field(int32_t* base, StepField f) const;
   int32_t slot_of(const CudaSequence& s, int64_t i) const;
   void stage_table(int seq, const CudaSequence& s);
   Status upload_staging(int n_seqs);
-  Status forward(int64_t n, int64_t logits_from, const ImageRows* img);
+  // n staged rows: one sequence's prompt chunk at cache indices past .. past+n-1 (prefill), or
+  // one row per sequence (decode).
+  Status forward(int64_t n, int64_t logits_from, const ImageRows* img, bool decode, int64_t past,
+                 float* host_logits = nullptr);
   void mark_start();
   void mark(const char* category);  // profiling: time since the previous mark goes to category
   Status decode_step(const std::vector<SequenceState*>& seqs, const std::vector<int32_t>& ids);
@@ -130,10 +197,15 @@ class CudaRunner final : public ModelRunner {
 
   std::vector<Layer> layers_;
   bf16 *embed_ = nullptr, *norm_ = nullptr, *lm_head_ = nullptr;
+  QLinear lm_head_q_;
+  bf16* dequant_scratch_ = nullptr;  // bf16, the largest INT8 matrix (prefill of INT8 linears)
+  size_t dequant_scratch_elems_ = 0;
   float* inv_freq_ = nullptr;   // f32 [hd/2]
   int32_t* axis_ = nullptr;     // int32 [hd/2]
 
   VLinear patch_;
+  bf16* pos_table_ = nullptr;  // bf16 [pos_grid², vision hidden]
+  Workspace vision_ws_;
   std::vector<VBlock> vblocks_;
   VMerger merger_;
   std::vector<VMerger> ds_mergers_;
@@ -142,7 +214,12 @@ class CudaRunner final : public ModelRunner {
   bf16 *x_ = nullptr, *h_ = nullptr, *qkv_ = nullptr, *q_ = nullptr, *attn_ = nullptr;
   bf16 *gu_ = nullptr, *act_ = nullptr, *logits_ = nullptr;
   float* logits_f32_ = nullptr;
-  int32_t* argmax_ = nullptr;
+  int32_t* argmax_ = nullptr;  // int32 [kMaxRows], then f32 [kMaxRows] log-probabilities
+  float* logprob_ = nullptr;
+  void* step_out_host_ = nullptr;  // pinned: argmax and log-probabilities of a decode step
+  float* attn_partial_ = nullptr;  // decode attention chunks
+  int* attn_counters_ = nullptr;   // int32 [kMaxSeqs, n_kv], finished chunks (zero between launches)
+  int sm_count_ = 132;
 
   // Paged KV cache: per layer bf16 [num_blocks·kBlock, n_kv, hd] for K and for V.
   std::vector<bf16*> kc_, vc_;
@@ -150,6 +227,10 @@ class CudaRunner final : public ModelRunner {
   int table_width_ = 0;
   std::vector<int32_t> free_blocks_;
 
+  std::vector<std::pair<int, int>> dirty_tables_;  // (staging row, blocks) to upload next
+  bool fast_attention_ = true;  // flash / split-K attention (OST_ATTN=simt: the generic kernel)
+  std::vector<uint64_t> staged_owner_;  // sequence id whose block table each staging row holds
+  uint64_t next_seq_id_ = 1;
   int32_t* staging_host_ = nullptr;  // pinned
   int32_t* staging_dev_ = nullptr;
   size_t staging_elems_ = 0;

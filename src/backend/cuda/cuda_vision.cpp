@@ -1,8 +1,9 @@
 // The vision tower on the GPU (as model/vision.cpp): patch-embed GEMM with bias, bilinear
-// learned pos-embed (built on the host in fp32, added in bf16), pre-LN blocks with the 2-D rope
-// in fp32 and non-causal attention within each image, gelu_tanh MLP; the final merger and the
-// deepstack mergers (gelu_erf). The pos-embed and rope tables repeat the host code of
-// model/vision.cpp (kept there in an anonymous namespace); they are small (N × hidden).
+// learned pos-embed (fp32 on the device from the bf16 table, added in bf16), pre-LN blocks with
+// the 2-D rope in fp32 and flash attention within each frame, gelu_tanh MLP; the final merger
+// and the deepstack mergers (gelu_erf). The host only lays out the patch geometry; all buffers
+// come from one workspace reused across calls, and the outputs either stay on the device for
+// the prefill (VisionInput::keep_on_device) or come back as f32.
 #include <algorithm>
 #include <cmath>
 
@@ -24,81 +25,17 @@ void for_each_patch_merge_order(int h, int w, int m, F&& f) {
         for (int ic = 0; ic < m; ++ic) f(br * m + ir, bc * m + ic);
 }
 
-// f32 [N, hidden] in merge-block order (align_corners bilinear from the ng×ng table, fp32).
-void pos_embed(const VisionConfig& c, const VisionWeights& w, const std::vector<Grid>& grids, float* out) {
-  const int64_t H = c.hidden_size;
-  const int ng = w.pos_grid, m = c.spatial_merge_size;
-  std::vector<float> rows(size_t(4 * H));
-  int64_t n = 0;
-  for (const Grid& g : grids) {
-    auto axis = [ng](int len, std::vector<int>& lo, std::vector<int>& hi, std::vector<float>& frac) {
-      lo.resize(size_t(len)), hi.resize(size_t(len)), frac.resize(size_t(len));
-      for (int i = 0; i < len; ++i) {
-        const float src = float(i) * float(ng - 1) / float(std::max(len - 1, 1));
-        lo[size_t(i)] = int(src);
-        hi[size_t(i)] = std::min(lo[size_t(i)] + 1, ng - 1);
-        frac[size_t(i)] = src - float(lo[size_t(i)]);
-      }
-    };
-    std::vector<int> hl, hh, wl, wh;
-    std::vector<float> hf, wf;
-    axis(g.h, hl, hh, hf);
-    axis(g.w, wl, wh, wf);
-    std::vector<float> frame(size_t(g.h) * size_t(g.w) * size_t(H));
-    for (int i = 0; i < g.h; ++i)
-      for (int j = 0; j < g.w; ++j) {
-        const int64_t idx[4] = {int64_t(hl[i]) * ng + wl[j], int64_t(hl[i]) * ng + wh[j],
-                                int64_t(hh[i]) * ng + wl[j], int64_t(hh[i]) * ng + wh[j]};
-        const float dh = hf[i], dw = wf[j];
-        const float wt[4] = {(1 - dh) * (1 - dw), (1 - dh) * dw, dh * (1 - dw), dh * dw};
-        for (int q = 0; q < 4; ++q) ops::weight_row_f32(w.pos_embed, idx[q], rows.data() + q * H);
-        float* dst = frame.data() + (int64_t(i) * g.w + j) * H;
-        for (int64_t d = 0; d < H; ++d)
-          dst[d] = wt[0] * rows[size_t(d)] + wt[1] * rows[size_t(H + d)] + wt[2] * rows[size_t(2 * H + d)] +
-                   wt[3] * rows[size_t(3 * H + d)];
-      }
-    for (int t = 0; t < g.t; ++t)
-      for_each_patch_merge_order(g.h, g.w, m, [&](int r, int col) {
-        std::copy_n(frame.data() + (int64_t(r) * g.w + col) * H, H, out + n * H);
-        ++n;
-      });
-  }
-}
-
-// cos, sin f32 [N, hd/2]: first quarter of the slots by patch row, second by column.
-void rope_tables(const VisionConfig& c, const std::vector<Grid>& grids, float* cos, float* sin) {
-  const int half = c.head_dim() / 2, quarter = half / 2;
-  std::vector<float> inv(static_cast<size_t>(quarter));
-  for (int k = 0; k < quarter; ++k) inv[size_t(k)] = 1.0f / std::pow(float(c.rope_theta), float(2 * k) / float(half));
-  int64_t n = 0;
+// Per patch row in merge-block order: (row, col, grid_h, grid_w) of its frame; and the
+// attention segments (one per frame).
+void patch_geometry(const std::vector<Grid>& grids, int m, std::vector<int32_t>& geo, std::vector<int32_t>& cu) {
+  cu.assign(1, 0);
   for (const Grid& g : grids)
-    for (int t = 0; t < g.t; ++t)
-      for_each_patch_merge_order(g.h, g.w, c.spatial_merge_size, [&](int r, int col) {
-        for (int k = 0; k < quarter; ++k) {
-          const float a_row = float(r) * inv[size_t(k)], a_col = float(col) * inv[size_t(k)];
-          cos[n * half + k] = float(std::cos(double(a_row)));
-          sin[n * half + k] = float(std::sin(double(a_row)));
-          cos[n * half + quarter + k] = float(std::cos(double(a_col)));
-          sin[n * half + quarter + k] = float(std::sin(double(a_col)));
-        }
-        ++n;
+    for (int t = 0; t < g.t; ++t) {
+      for_each_patch_merge_order(g.h, g.w, m, [&](int r, int col) {
+        for (int v : {r, col, g.h, g.w}) geo.push_back(v);
       });
-}
-
-template <class T>
-Result<T*> upload(DeviceScratch& s, const T* src, size_t n) {
-  auto d = s.alloc(n * sizeof(T));
-  OST_TRY(d.status());
-  OST_CUDA_RET(cudaMemcpy(*d, src, n * sizeof(T), cudaMemcpyHostToDevice));
-  return static_cast<T*>(*d);
-}
-
-Result<bf16*> upload_bf16(DeviceScratch& s, const float* src, size_t n) {
-  std::vector<bf16_t> tmp(n);
-  for (size_t i = 0; i < n; ++i) tmp[i] = f32_to_bf16(src[i]);
-  auto d = upload(s, tmp.data(), n);
-  OST_TRY(d.status());
-  return reinterpret_cast<bf16*>(*d);
+      cu.push_back(cu.back() + g.h * g.w);
+    }
 }
 
 }  // namespace
@@ -128,6 +65,9 @@ Status CudaRunner::load_norm(const Norm& n, VNorm& out) {
 Status CudaRunner::load_vision() {
   const VisionWeights& vw = host_->vision;
   OST_TRY(load_linear(vw.patch, patch_));
+  auto pt = upload_rows(vw.pos_embed);
+  OST_TRY(pt.status());
+  pos_table_ = *pt;
   vblocks_.resize(vw.blocks.size());
   for (size_t i = 0; i < vw.blocks.size(); ++i) {
     const VisionBlockWeights& b = vw.blocks[i];
@@ -151,30 +91,18 @@ Status CudaRunner::load_vision() {
   return Status::ok();
 }
 
-// x bf16 [N, hidden] -> out f32 [N/m², out_hidden] on the host.
-Status CudaRunner::run_merger(const VMerger& m, const bf16* x, int64_t N, bool norm_after_merge,
-                              std::vector<float>& out) {
+Status CudaRunner::run_merger(const VMerger& m, const bf16* x, int64_t N, bool norm_after_merge, bf16* y,
+                              bf16* f1, bf16* out) {
   const VisionConfig& c = cfg_.model.vision;
   const int64_t H = c.hidden_size, D = c.merged_dim(), M = N * H / D, O = c.out_hidden_size;
-  DeviceScratch s;
-  auto y = s.alloc(size_t(N * H) * 2), f1 = s.alloc(size_t(M * D) * 2), o = s.alloc(size_t(M * O) * 2),
-       of = s.alloc(size_t(M * O) * 4);
-  for (auto* r : {&y, &f1, &o, &of}) OST_TRY(r->status());
-  bf16* yb = static_cast<bf16*>(*y);
-  bf16* f1b = static_cast<bf16*>(*f1);
-  bf16* ob = static_cast<bf16*>(*o);
   const float eps = c.layer_norm_eps;
   if (norm_after_merge)
-    OST_TRY(launch_layer_norm({x, m.norm.w, m.norm.b, yb, M, int(D), eps}, stream_));
+    OST_TRY(launch_layer_norm({x, m.norm.w, m.norm.b, y, M, int(D), eps}, stream_));
   else
-    OST_TRY(launch_layer_norm({x, m.norm.w, m.norm.b, yb, N, int(H), eps}, stream_));
-  OST_TRY(gemm_.run(yb, M, m.fc1.w, D, D, m.fc1.b, f1b, stream_));
-  OST_TRY(launch_gelu(f1b, M * D, /*erf=*/true, stream_));
-  OST_TRY(gemm_.run(f1b, M, m.fc2.w, O, D, m.fc2.b, ob, stream_));
-  OST_TRY(launch_bf16_to_f32(ob, static_cast<float*>(*of), M * O, stream_));
-  out.resize(size_t(M * O));
-  OST_CUDA_RET(cudaMemcpyAsync(out.data(), *of, out.size() * 4, cudaMemcpyDeviceToHost, stream_));
-  OST_CUDA_RET(cudaStreamSynchronize(stream_));
+    OST_TRY(launch_layer_norm({x, m.norm.w, m.norm.b, y, N, int(H), eps}, stream_));
+  OST_TRY(gemm_.run(y, M, m.fc1.w, D, D, m.fc1.b, f1, stream_));
+  OST_TRY(launch_gelu(f1, M * D, /*erf=*/true, stream_));
+  OST_TRY(gemm_.run(f1, M, m.fc2.w, O, D, m.fc2.b, out, stream_));
   return Status::ok();
 }
 
@@ -198,74 +126,116 @@ Result<VisionOutput> CudaRunner::encode_images(const VisionInput& in) {
   if (!in.pixel_values) return make_error("encode_images: pixel_values is null");
 
   const int64_t N = in.num_patches, H = c.hidden_size, I = c.intermediate_size, P = c.patch_dim();
-  const int heads = c.num_heads, hd = c.head_dim();
+  const int64_t M = N / (m * m), O = c.out_hidden_size;
+  const int heads = c.num_heads, hd = c.head_dim(), quarter = hd / 4;
   const float eps = c.layer_norm_eps;
+  const int n_out = int(1 + ds_mergers_.size());
   cudaStream_t st = stream_;
-  DeviceScratch s;
 
-  // Host-side tables: pos-embed, rope, attention segments.
-  std::vector<float> pe(size_t(N * H)), cs(size_t(N * hd / 2)), sn(size_t(N * hd / 2));
-  pos_embed(c, host_->vision, grids, pe.data());
-  rope_tables(c, grids, cs.data(), sn.data());
-  std::vector<int32_t> row_start(static_cast<size_t>(N)), row_len(static_cast<size_t>(N));
-  int64_t r = 0, s0 = 0;
-  for (const Grid& g : grids)
-    for (int t = 0; t < g.t; ++t) {
-      const int64_t len = int64_t(g.h) * g.w;
-      for (int64_t i = 0; i < len; ++i, ++r) {
-        row_start[size_t(r)] = int32_t(s0);
-        row_len[size_t(r)] = int32_t(len);
+  std::vector<int32_t> geo, cu;
+  patch_geometry(grids, m, geo, cu);
+  std::vector<float> inv(static_cast<size_t>(quarter));  // as model/vision.cpp rope_tables
+  for (int k = 0; k < quarter; ++k)
+    inv[size_t(k)] = 1.0f / std::pow(float(c.rope_theta), float(2 * k) / float(hd / 2));
+
+  auto ws = vision_ws_.carve({size_t(N * P) * 4, size_t(N * P) * 2, size_t(N * H) * 2, size_t(N * H) * 2,
+                              size_t(N * 3 * H) * 2, size_t(N * H) * 2, size_t(N * I) * 2, size_t(N * hd / 2) * 4,
+                              size_t(N * hd / 2) * 4, geo.size() * 4, cu.size() * 4, inv.size() * 4,
+                              size_t(in.keep_on_device ? 0 : n_out * M * O) * 2, size_t(M * O) * 4},
+                             st);
+  OST_TRY(ws.status());
+  auto* px32 = static_cast<float*>((*ws)[0]);  // f32 [N, patch_dim]
+  auto* px = static_cast<bf16*>((*ws)[1]);     // bf16 [N, patch_dim]
+  auto* x = static_cast<bf16*>((*ws)[2]);      // bf16 [N, hidden], the residual stream
+  auto* h = static_cast<bf16*>((*ws)[3]);      // bf16 [N, hidden]
+  auto* qkv = static_cast<bf16*>((*ws)[4]);    // bf16 [N, 3, heads, hd]
+  auto* at = static_cast<bf16*>((*ws)[5]);     // bf16 [N, heads, hd]; merger scratch
+  auto* ml = static_cast<bf16*>((*ws)[6]);     // bf16 [N, inter]; merger scratch
+  auto* cs = static_cast<float*>((*ws)[7]);    // f32 [N, hd/2]
+  auto* sn = static_cast<float*>((*ws)[8]);
+  auto* geo_d = static_cast<int32_t*>((*ws)[9]);
+  auto* cu_d = static_cast<int32_t*>((*ws)[10]);
+  auto* inv_d = static_cast<float*>((*ws)[11]);
+  auto* outs = static_cast<bf16*>((*ws)[12]);  // bf16 [n_out][M, out_hidden]
+  auto* out32 = static_cast<float*>((*ws)[13]);
+  std::shared_ptr<DeviceVisionRows> kept;
+  if (in.keep_on_device) {  // the mergers write straight into the output that prefill reads
+    kept = std::make_shared<DeviceVisionRows>();
+    OST_CUDA_RET(cudaMalloc(&kept->data, size_t(n_out * M * O) * 2));
+    kept->rows = M;
+    kept->width = O;
+    kept->layers = n_out;
+    outs = kept->data;
+  }
+
+  // The reference casts the pixels to bf16 first.
+  OST_CUDA_RET(cudaMemcpyAsync(px32, in.pixel_values, size_t(N * P) * 4, cudaMemcpyHostToDevice, st));
+  OST_CUDA_RET(cudaMemcpyAsync(geo_d, geo.data(), geo.size() * 4, cudaMemcpyHostToDevice, st));
+  OST_CUDA_RET(cudaMemcpyAsync(cu_d, cu.data(), cu.size() * 4, cudaMemcpyHostToDevice, st));
+  OST_CUDA_RET(cudaMemcpyAsync(inv_d, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice, st));
+  OST_TRY(launch_f32_to_bf16(px32, px, N * P, st));
+  OST_TRY(gemm_.run(px, N, patch_.w, H, P, patch_.b, x, st));
+  OST_TRY(launch_vision_pos_embed({x, pos_table_, geo_d, N, int(H), host_->vision.pos_grid}, st));
+  OST_TRY(launch_vision_rope_tables(geo_d, inv_d, N, quarter, cs, sn, st));
+
+  const bool flash = fast_attention_ && flash_attention_supports(hd);
+  std::vector<int32_t> row_start, row_len;  // the generic kernel's addressing
+  if (!flash) {
+    for (size_t k = 0; k + 1 < cu.size(); ++k)
+      for (int32_t r = cu[k]; r < cu[k + 1]; ++r) {
+        row_start.push_back(cu[k]);
+        row_len.push_back(cu[k + 1] - cu[k]);
       }
-      s0 += len;
-    }
+  }
+  DeviceScratch scratch;
+  int32_t *rs_d = nullptr, *rl_d = nullptr;
+  if (!flash) {
+    auto a = scratch.alloc(size_t(N) * 4), b = scratch.alloc(size_t(N) * 4);
+    OST_TRY(a.status());
+    OST_TRY(b.status());
+    rs_d = static_cast<int32_t*>(*a);
+    rl_d = static_cast<int32_t*>(*b);
+    OST_CUDA_RET(cudaMemcpyAsync(rs_d, row_start.data(), size_t(N) * 4, cudaMemcpyHostToDevice, st));
+    OST_CUDA_RET(cudaMemcpyAsync(rl_d, row_len.data(), size_t(N) * 4, cudaMemcpyHostToDevice, st));
+  }
 
-  auto px = upload_bf16(s, in.pixel_values, size_t(N * P));  // the reference casts to bf16 first
-  auto ped = upload_bf16(s, pe.data(), pe.size());
-  auto csd = upload(s, cs.data(), cs.size());
-  auto snd = upload(s, sn.data(), sn.size());
-  auto rsd = upload(s, row_start.data(), row_start.size());
-  auto rld = upload(s, row_len.data(), row_len.size());
-  OST_TRY(px.status());
-  OST_TRY(ped.status());
-  OST_TRY(csd.status());
-  OST_TRY(snd.status());
-  OST_TRY(rsd.status());
-  OST_TRY(rld.status());
-  auto xa = s.alloc(size_t(N * H) * 2), ha = s.alloc(size_t(N * H) * 2), qa = s.alloc(size_t(N * 3 * H) * 2),
-       aa = s.alloc(size_t(N * H) * 2), ma = s.alloc(size_t(N * I) * 2);
-  for (auto* a : {&xa, &ha, &qa, &aa, &ma}) OST_TRY(a->status());
-  bf16* x = static_cast<bf16*>(*xa);    // bf16 [N, hidden], the residual stream
-  bf16* h = static_cast<bf16*>(*ha);    // bf16 [N, hidden]
-  bf16* qkv = static_cast<bf16*>(*qa);  // bf16 [N, 3, heads, hd]
-  bf16* at = static_cast<bf16*>(*aa);   // bf16 [N, heads, hd]
-  bf16* ml = static_cast<bf16*>(*ma);   // bf16 [N, inter]
-
-  OST_TRY(gemm_.run(*px, N, patch_.w, H, P, patch_.b, x, st));
-  OST_TRY(launch_add(x, *ped, N * H, st));
-
-  VisionOutput out;
-  out.n_merged = N / (m * m);
-  out.deepstack.resize(ds_mergers_.size());
   for (int l = 0; l < c.depth; ++l) {
     const VBlock& b = vblocks_[size_t(l)];
     OST_TRY(launch_layer_norm({x, b.norm1.w, b.norm1.b, h, N, int(H), eps}, st));
     OST_TRY(gemm_.run(h, N, b.qkv.w, 3 * H, H, b.qkv.b, qkv, st));
-    OST_TRY(launch_rope({qkv, *csd, *snd, N, 3 * H, heads, hd}, st));
-    OST_TRY(launch_rope({qkv + H, *csd, *snd, N, 3 * H, heads, hd}, st));
-    AttentionParams ap;
-    ap.q = qkv;
-    ap.k = qkv + H;
-    ap.v = qkv + 2 * H;
-    ap.out = at;
-    ap.n = N;
-    ap.n_heads = ap.n_kv = heads;
-    ap.head_dim = hd;
-    ap.q_stride = ap.kv_stride = 3 * H;
-    ap.out_stride = H;
-    ap.row_start = *rsd;
-    ap.row_len = *rld;
-    ap.scale = float(1.0 / std::sqrt(double(hd)));
-    OST_TRY(launch_attention(ap, st));
+    OST_TRY(launch_rope({qkv, cs, sn, N, 3 * H, 2 * heads, hd}, st));  // the q heads, then the k heads
+    const float scale = float(1.0 / std::sqrt(double(hd)));
+    if (flash) {
+      FlashAttentionParams ap;
+      ap.q = qkv;
+      ap.k = qkv + H;
+      ap.v = qkv + 2 * H;
+      ap.out = at;
+      ap.n_heads = ap.n_kv = heads;
+      ap.head_dim = hd;
+      ap.q_stride = ap.kv_stride = 3 * H;
+      ap.out_stride = H;
+      ap.cu_seqlens = cu_d;
+      ap.cu_seqlens_host = cu.data();
+      ap.n_segments = int(cu.size() - 1);
+      ap.scale = scale;
+      OST_TRY(launch_flash_attention(ap, st));
+    } else {
+      AttentionParams ap;
+      ap.q = qkv;
+      ap.k = qkv + H;
+      ap.v = qkv + 2 * H;
+      ap.out = at;
+      ap.n = N;
+      ap.n_heads = ap.n_kv = heads;
+      ap.head_dim = hd;
+      ap.q_stride = ap.kv_stride = 3 * H;
+      ap.out_stride = H;
+      ap.row_start = rs_d;
+      ap.row_len = rl_d;
+      ap.scale = scale;
+      OST_TRY(launch_attention(ap, st));
+    }
     OST_TRY(gemm_.run(at, N, b.proj.w, H, H, b.proj.b, h, st));
     OST_TRY(launch_add(x, h, N * H, st));
     OST_TRY(launch_layer_norm({x, b.norm2.w, b.norm2.b, h, N, int(H), eps}, st));
@@ -275,9 +245,25 @@ Result<VisionOutput> CudaRunner::encode_images(const VisionInput& in) {
     OST_TRY(launch_add(x, h, N * H, st));
     for (size_t j = 0; j < c.deepstack_visual_indexes.size(); ++j)
       if (c.deepstack_visual_indexes[j] == l)
-        OST_TRY(run_merger(ds_mergers_[j], x, N, /*norm_after_merge=*/true, out.deepstack[j]));
+        OST_TRY(run_merger(ds_mergers_[j], x, N, /*norm_after_merge=*/true, at, ml, outs + int64_t(1 + j) * M * O));
   }
-  OST_TRY(run_merger(merger_, x, N, /*norm_after_merge=*/false, out.embeds));
+  OST_TRY(run_merger(merger_, x, N, /*norm_after_merge=*/false, at, ml, outs));
+
+  VisionOutput out;
+  out.n_merged = M;
+  if (kept) {
+    OST_CUDA_RET(cudaStreamSynchronize(st));
+    out.device = std::move(kept);
+    return out;
+  }
+  out.deepstack.resize(ds_mergers_.size());
+  for (int k = 0; k < n_out; ++k) {
+    std::vector<float>& dst = k == 0 ? out.embeds : out.deepstack[size_t(k - 1)];
+    OST_TRY(launch_bf16_to_f32(outs + int64_t(k) * M * O, out32, M * O, st));
+    dst.resize(size_t(M * O));
+    OST_CUDA_RET(cudaMemcpyAsync(dst.data(), out32, dst.size() * 4, cudaMemcpyDeviceToHost, st));
+    OST_CUDA_RET(cudaStreamSynchronize(st));
+  }
   return out;
 }
 

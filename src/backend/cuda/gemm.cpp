@@ -1,6 +1,10 @@
 #include "backend/cuda/gemm.h"
 
+#include <cstdlib>
+#include <cstring>
+
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/gemv.h"
 
 namespace ost::cuda {
 
@@ -18,6 +22,8 @@ Gemm::~Gemm() {
 Status Gemm::init(size_t workspace_bytes) {
   OST_CUBLAS_RET(cublasLtCreate(&lt_));
   workspace_bytes_ = workspace_bytes;
+  const char* g = std::getenv("OST_GEMV");
+  gemv_ = !(g && std::strcmp(g, "0") == 0);
   OST_CUDA_RET(cudaMalloc(&workspace_, workspace_bytes_));
   return Status::ok();
 }
@@ -56,7 +62,8 @@ Result<Gemm::Plan*> Gemm::plan(int64_t n, int64_t out, int64_t in, bool bias) {
   p.algo = res[0].algo;
   for (int i = 0; i < found; ++i)
     if (res[i].state == CUBLAS_STATUS_SUCCESS) p.candidates.push_back(res[i].algo);
-  if (p.candidates.size() < 2) p.candidates.clear();
+  p.tune = p.candidates.size() >= 2 || (gemv_ && n <= kGemvMaxRows && in % 8 == 0);
+  if (!p.tune) p.candidates.clear();
   return &plans_.emplace(key, p).first->second;
 }
 
@@ -72,7 +79,7 @@ Status Gemm::run(const __nv_bfloat16* x, int64_t n, const __nv_bfloat16* w, int6
   const float alpha = 1.0f, beta = 0.0f;
   cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
   OST_CUDA_RET(cudaStreamIsCapturing(s, &cap));
-  if (!pl.candidates.empty() && cap == cudaStreamCaptureStatusNone) {
+  if (pl.tune && cap == cudaStreamCaptureStatusNone) {
     // Time each candidate on this call's own operands (y is written, never read).
     cudaEvent_t e0, e1;
     OST_CUDA_RET(cudaEventCreate(&e0));
@@ -92,10 +99,26 @@ Status Gemm::run(const __nv_bfloat16* x, int64_t n, const __nv_bfloat16* w, int6
       OST_CUDA_RET(cudaEventElapsedTime(&ms, e0, e1));
       if (ms < best) best = ms, pl.algo = a;
     }
+    const GemvParams gp{x, w, bias, y, int(n), out, in};
+    int rows[4];
+    const int nv = gemv_ && gemv_supports(n, in, x, w) ? gemv_variants(n, rows) : 0;
+    for (int v = 0; v < nv; ++v) {
+      OST_TRY(launch_gemv(gp, rows[v], s, false));
+      OST_CUDA_RET(cudaEventRecord(e0, s));
+      for (int r = 0; r < 5; ++r) OST_TRY(launch_gemv(gp, rows[v], s, false));
+      OST_CUDA_RET(cudaEventRecord(e1, s));
+      OST_CUDA_RET(cudaEventSynchronize(e1));
+      float ms = 0;
+      OST_CUDA_RET(cudaEventElapsedTime(&ms, e0, e1));
+      if (ms < best) best = ms, pl.gemv_rows = rows[v];
+    }
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
     pl.candidates.clear();
+    pl.tune = false;
   }
+  if (pl.gemv_rows > 0 && gemv_supports(n, in, x, w))
+    return launch_gemv({x, w, bias, y, int(n), out, in}, pl.gemv_rows, s);
   OST_CUBLAS_RET(cublasLtMatmul(lt_, pl.desc, &alpha, w, pl.a, x, pl.b, &beta, y, pl.c, y, pl.c,
                                 &pl.algo, workspace_, workspace_bytes_, s));
   return Status::ok();

@@ -2,7 +2,8 @@
 // accumulation, bf16 output rounded once (the bias is added in the epilogue, before rounding).
 // The algorithm of each shape is picked once and cached: for small n (decode, where the
 // product is a bandwidth-bound GEMV) the heuristic's top candidates are timed on the first call
-// made outside graph capture and the fastest is kept; otherwise the heuristic's first choice.
+// made outside graph capture and the fastest is kept, the GEMV kernels of gemv.h (n <= 8) among
+// them unless OST_GEMV=0; otherwise the heuristic's first choice.
 #pragma once
 #include <cublasLt.h>
 #include <cuda_bf16.h>
@@ -35,6 +36,8 @@ class Gemm {
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
     std::vector<cublasLtMatmulAlgo_t> candidates;  // heuristic's top picks, timed on first use
+    bool tune = false;                              // time the candidates on the next eager call
+    int gemv_rows = 0;                              // > 0: the GEMV kernel with this many rows per block
   };
   static constexpr int64_t kTuneMaxRows = 64;
   using Key = std::tuple<int64_t, int64_t, int64_t, bool>;  // n, out, in, bias
@@ -43,6 +46,7 @@ class Gemm {
   cublasLtHandle_t lt_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
+  bool gemv_ = true;
   std::map<Key, Plan> plans_;
 };
 

@@ -4,8 +4,11 @@
 // step (decode reads the weights once per token; prefill is GEMM-bound).
 #include <cfloat>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/pdl.h"
 #include "backend/cuda/kernels.h"
 
 namespace ost::cuda {
@@ -58,6 +61,8 @@ __device__ __forceinline__ Pack8 pack8(const float* f) {
 }
 
 __global__ void embedding_kernel(EmbeddingParams p) {
+  pdl_trigger();
+  pdl_wait();
   const int64_t i = blockIdx.x;
   const bf16* src = p.table + int64_t(p.ids[i]) * p.d;
   bf16* dst = p.out + i * p.d;
@@ -70,6 +75,8 @@ __global__ void embedding_kernel(EmbeddingParams p) {
 }
 
 __global__ void scatter_rows_kernel(ScatterRowsParams p) {
+  pdl_trigger();
+  pdl_wait();
   const int64_t r = blockIdx.x;
   bf16* dst = p.dst + int64_t(p.idx[r]) * p.d;
   const bf16* src = p.src + r * p.d;
@@ -78,6 +85,8 @@ __global__ void scatter_rows_kernel(ScatterRowsParams p) {
 }
 
 __global__ void add_rms_norm_kernel(AddRmsNormParams p) {
+  pdl_trigger();
+  pdl_wait();
   const int64_t row = blockIdx.x;
   bf16* x = p.x + row * p.d;
   const bf16* dl = p.delta ? p.delta + row * p.d : nullptr;
@@ -110,6 +119,8 @@ __global__ void add_rms_norm_kernel(AddRmsNormParams p) {
 }
 
 __global__ void layer_norm_kernel(LayerNormParams p) {
+  pdl_trigger();
+  pdl_wait();
   const int64_t row = blockIdx.x;
   const bf16* x = p.x + row * p.d;
   const int nc = p.d / 8;
@@ -145,6 +156,8 @@ __global__ void layer_norm_kernel(LayerNormParams p) {
 // (j, j + hd/2) for j = lane + 32·t.
 constexpr int kMaxPairsPerLane = 4;  // head_dim <= 256
 __global__ void qk_norm_rope_kernel(QkNormRopeParams p) {
+  pdl_trigger();
+  pdl_wait();
   const int heads_all = p.n_heads + 2 * p.n_kv;
   const int64_t wid = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
@@ -190,6 +203,8 @@ __global__ void qk_norm_rope_kernel(QkNormRopeParams p) {
 }
 
 __global__ void silu_mul_kernel(SiluMulParams p) {
+  pdl_trigger();
+  pdl_wait();
   const int64_t total = p.n * p.inter;
   for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < total;
        k += int64_t(gridDim.x) * blockDim.x) {
@@ -201,12 +216,16 @@ __global__ void silu_mul_kernel(SiluMulParams p) {
 }
 
 __global__ void add_kernel(bf16* x, const bf16* d, int64_t n) {
+  pdl_trigger();
+  pdl_wait();
   for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < n;
        k += int64_t(gridDim.x) * blockDim.x)
     x[k] = __float2bfloat16(__bfloat162float(x[k]) + __bfloat162float(d[k]));
 }
 
 __global__ void gelu_kernel(bf16* x, int64_t n, bool erf_form) {
+  pdl_trigger();
+  pdl_wait();
   for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < n;
        k += int64_t(gridDim.x) * blockDim.x) {
     const float v = __bfloat162float(x[k]);
@@ -222,6 +241,8 @@ __global__ void gelu_kernel(bf16* x, int64_t n, bool erf_form) {
 }
 
 __global__ void rope_kernel(RopeParams p) {
+  pdl_trigger();
+  pdl_wait();
   const int64_t wid = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (wid >= p.n * p.n_heads) return;
@@ -243,6 +264,8 @@ constexpr int kAttnWarps = 8;  // 8 key streams: decode rows need the parallelis
 constexpr int kMaxGroup = 8;
 template <int E>
 __global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(AttentionParams p) {
+  pdl_trigger();
+  pdl_wait();
   const int64_t i = blockIdx.x;
   const int g = blockIdx.y;
   const int G = p.n_heads / p.n_kv;
@@ -325,12 +348,16 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(AttentionPar
 }
 
 __global__ void bf16_to_f32_kernel(const bf16* x, float* y, int64_t n) {
+  pdl_trigger();
+  pdl_wait();
   for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < n;
        k += int64_t(gridDim.x) * blockDim.x)
     y[k] = __bfloat162float(x[k]);
 }
 
 __global__ void argmax_kernel(const bf16* x, int64_t d, int32_t* out) {
+  pdl_trigger();
+  pdl_wait();
   const bf16* row = x + int64_t(blockIdx.x) * d;
   float best = -INFINITY;
   int64_t bi = -1;
@@ -359,6 +386,113 @@ __global__ void argmax_kernel(const bf16* x, int64_t d, int32_t* out) {
   if (threadIdx.x == 0) out[blockIdx.x] = int32_t(si[0]);
 }
 
+// One block per row: each thread keeps (max, Σ exp(x - max), first index of the max) over its
+// strided elements; the block merges the triples.
+__global__ void argmax_logprob_kernel(const bf16* x, int64_t d, int32_t* out, float* logprob) {
+  pdl_trigger();
+  pdl_wait();
+  const bf16* row = x + int64_t(blockIdx.x) * d;
+  float mx = -INFINITY, sum = 0.0f;
+  int64_t bi = -1;
+  for (int64_t k = threadIdx.x; k < d; k += blockDim.x) {
+    const float v = __bfloat162float(row[k]);
+    if (bi < 0 || v > mx) {
+      sum = (bi < 0 ? 0.0f : sum * expf(mx - v)) + 1.0f;
+      mx = v;
+      bi = k;
+    } else {
+      sum += expf(v - mx);
+    }
+  }
+  __shared__ float sv[1024], ss[1024];
+  __shared__ int64_t si[1024];
+  sv[threadIdx.x] = mx;
+  ss[threadIdx.x] = sum;
+  si[threadIdx.x] = bi;
+  __syncthreads();
+  for (int o = blockDim.x / 2; o > 0; o >>= 1) {
+    if (int(threadIdx.x) < o) {
+      const float v1 = sv[threadIdx.x], v2 = sv[threadIdx.x + o];
+      const int64_t i1 = si[threadIdx.x], i2 = si[threadIdx.x + o];
+      if (i2 >= 0) {
+        if (i1 < 0) {
+          sv[threadIdx.x] = v2, ss[threadIdx.x] = ss[threadIdx.x + o], si[threadIdx.x] = i2;
+        } else {
+          const float M = fmaxf(v1, v2);
+          ss[threadIdx.x] = ss[threadIdx.x] * expf(v1 - M) + ss[threadIdx.x + o] * expf(v2 - M);
+          if (v2 > v1 || (v2 == v1 && i2 < i1)) sv[threadIdx.x] = v2, si[threadIdx.x] = i2;
+        }
+      }
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    out[blockIdx.x] = int32_t(si[0]);
+    logprob[blockIdx.x] = -logf(ss[0]);
+  }
+}
+
+__global__ void f32_to_bf16_kernel(const float* x, bf16* y, int64_t n) {
+  pdl_trigger();
+  pdl_wait();
+  for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < n;
+       k += int64_t(gridDim.x) * blockDim.x)
+    y[k] = __float2bfloat16(x[k]);
+}
+
+// One block per patch; threads over 8-element chunks of the hidden size.
+__global__ void vision_pos_embed_kernel(VisionPosEmbedParams p) {
+  pdl_trigger();
+  pdl_wait();
+  const int64_t r = blockIdx.x;
+  const int4 pt = reinterpret_cast<const int4*>(p.patch)[r];
+  const int ng = p.grid;
+  auto axis = [ng](int i, int len, int& lo, int& hi, float& frac) {
+    const float src = float(i) * float(ng - 1) / float(max(len - 1, 1));
+    lo = int(src);
+    hi = min(lo + 1, ng - 1);
+    frac = src - float(lo);
+  };
+  int hl, hh, wl, wh;
+  float dh, dw;
+  axis(pt.x, pt.z, hl, hh, dh);
+  axis(pt.y, pt.w, wl, wh, dw);
+  const float wt[4] = {(1 - dh) * (1 - dw), (1 - dh) * dw, dh * (1 - dw), dh * dw};
+  const int64_t idx[4] = {int64_t(hl) * ng + wl, int64_t(hl) * ng + wh, int64_t(hh) * ng + wl, int64_t(hh) * ng + wh};
+  bf16* x = p.x + r * p.hidden;
+  for (int c = threadIdx.x; c < p.hidden / 8; c += blockDim.x) {
+    float acc[8], t[8], xv[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) acc[k] = 0.0f;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      unpack8(reinterpret_cast<const Pack8*>(p.table + idx[q] * p.hidden)[c], t);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) acc[k] += wt[q] * t[k];
+    }
+    unpack8(reinterpret_cast<const Pack8*>(x)[c], xv);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) xv[k] = xv[k] + rb(acc[k]);
+    reinterpret_cast<Pack8*>(x)[c] = pack8(xv);
+  }
+}
+
+__global__ void vision_rope_tables_kernel(const int32_t* patch, const float* inv, int64_t n, int quarter,
+                                          float* cs, float* sn) {
+  pdl_trigger();
+  pdl_wait();
+  const int64_t total = n * 2 * quarter;
+  for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < total;
+       k += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = k / (2 * quarter);
+    const int slot = int(k % (2 * quarter));
+    const int pos = slot < quarter ? patch[4 * r] : patch[4 * r + 1];
+    const float a = float(pos) * inv[slot % quarter];
+    cs[k] = float(cos(double(a)));
+    sn[k] = float(sin(double(a)));
+  }
+}
+
 int grid_for(int64_t n, int threads) {
   const int64_t b = (n + threads - 1) / threads;
   return int(b < 65536 ? (b > 0 ? b : 1) : 65536);
@@ -372,16 +506,24 @@ int row_threads(int64_t chunks) {
 
 }  // namespace
 
+bool pdl_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("OST_PDL");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  return on;
+}
+
 Status launch_embedding(const EmbeddingParams& p, cudaStream_t s) {
   if (p.n == 0) return Status::ok();
-  embedding_kernel<<<unsigned(p.n), 128, 0, s>>>(p);
+  OST_CUDA_RET(launch_pdl(embedding_kernel, dim3(unsigned(p.n)), dim3(128), 0, s, p));
   OST_LAUNCH_RET();
   return Status::ok();
 }
 
 Status launch_scatter_rows(const ScatterRowsParams& p, cudaStream_t s) {
   if (p.n == 0) return Status::ok();
-  scatter_rows_kernel<<<unsigned(p.n), 256, 0, s>>>(p);
+  OST_CUDA_RET(launch_pdl(scatter_rows_kernel, dim3(unsigned(p.n)), dim3(256), 0, s, p));
   OST_LAUNCH_RET();
   return Status::ok();
 }
@@ -389,7 +531,7 @@ Status launch_scatter_rows(const ScatterRowsParams& p, cudaStream_t s) {
 Status launch_add_rms_norm(const AddRmsNormParams& p, cudaStream_t s) {
   if (p.d % 8 != 0) return make_error("add_rms_norm: d = %d is not a multiple of 8", p.d);
   if (p.n == 0) return Status::ok();
-  add_rms_norm_kernel<<<unsigned(p.n), row_threads(p.d / 8), 0, s>>>(p);
+  OST_CUDA_RET(launch_pdl(add_rms_norm_kernel, dim3(unsigned(p.n)), dim3(row_threads(p.d / 8)), 0, s, p));
   OST_LAUNCH_RET();
   return Status::ok();
 }
@@ -397,7 +539,7 @@ Status launch_add_rms_norm(const AddRmsNormParams& p, cudaStream_t s) {
 Status launch_layer_norm(const LayerNormParams& p, cudaStream_t s) {
   if (p.d % 8 != 0) return make_error("layer_norm: d = %d is not a multiple of 8", p.d);
   if (p.n == 0) return Status::ok();
-  layer_norm_kernel<<<unsigned(p.n), row_threads(p.d / 8), 0, s>>>(p);
+  OST_CUDA_RET(launch_pdl(layer_norm_kernel, dim3(unsigned(p.n)), dim3(row_threads(p.d / 8)), 0, s, p));
   OST_LAUNCH_RET();
   return Status::ok();
 }
@@ -407,28 +549,28 @@ Status launch_qk_norm_rope(const QkNormRopeParams& p, cudaStream_t s) {
     return make_error("qk_norm_rope: head_dim %d is not supported", p.head_dim);
   if (p.n == 0) return Status::ok();
   const int64_t warps = p.n * (p.n_heads + 2 * p.n_kv);
-  qk_norm_rope_kernel<<<unsigned((warps * 32 + 127) / 128), 128, 0, s>>>(p);
+  OST_CUDA_RET(launch_pdl(qk_norm_rope_kernel, dim3(unsigned((warps * 32 + 127) / 128)), dim3(128), 0, s, p));
   OST_LAUNCH_RET();
   return Status::ok();
 }
 
 Status launch_silu_mul(const SiluMulParams& p, cudaStream_t s) {
   if (p.n == 0) return Status::ok();
-  silu_mul_kernel<<<grid_for(p.n * p.inter, 256), 256, 0, s>>>(p);
+  OST_CUDA_RET(launch_pdl(silu_mul_kernel, dim3(grid_for(p.n * p.inter, 256)), dim3(256), 0, s, p));
   OST_LAUNCH_RET();
   return Status::ok();
 }
 
 Status launch_add(bf16* x, const bf16* d, int64_t n, cudaStream_t s) {
   if (n == 0) return Status::ok();
-  add_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, d, n);
+  OST_CUDA_RET(launch_pdl(add_kernel, dim3(grid_for(n, 256)), dim3(256), 0, s, x, d, n));
   OST_LAUNCH_RET();
   return Status::ok();
 }
 
 Status launch_gelu(bf16* x, int64_t n, bool erf, cudaStream_t s) {
   if (n == 0) return Status::ok();
-  gelu_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, n, erf);
+  OST_CUDA_RET(launch_pdl(gelu_kernel, dim3(grid_for(n, 256)), dim3(256), 0, s, x, n, erf));
   OST_LAUNCH_RET();
   return Status::ok();
 }
@@ -436,7 +578,7 @@ Status launch_gelu(bf16* x, int64_t n, bool erf, cudaStream_t s) {
 Status launch_rope(const RopeParams& p, cudaStream_t s) {
   if (p.n == 0) return Status::ok();
   const int64_t warps = p.n * p.n_heads;
-  rope_kernel<<<unsigned((warps * 32 + 127) / 128), 128, 0, s>>>(p);
+  OST_CUDA_RET(launch_pdl(rope_kernel, dim3(unsigned((warps * 32 + 127) / 128)), dim3(128), 0, s, p));
   OST_LAUNCH_RET();
   return Status::ok();
 }
@@ -449,10 +591,10 @@ Status launch_attention(const AttentionParams& p, cudaStream_t s) {
   const dim3 grid(unsigned(p.n), unsigned(p.n_kv));
   const int E = (p.head_dim + 31) / 32;
   switch (E) {
-    case 1: attention_kernel<1><<<grid, kAttnWarps * 32, 0, s>>>(p); break;
-    case 2: attention_kernel<2><<<grid, kAttnWarps * 32, 0, s>>>(p); break;
-    case 3: attention_kernel<3><<<grid, kAttnWarps * 32, 0, s>>>(p); break;
-    case 4: attention_kernel<4><<<grid, kAttnWarps * 32, 0, s>>>(p); break;
+    case 1: OST_CUDA_RET(launch_pdl(attention_kernel<1>, dim3(grid), dim3(kAttnWarps * 32), 0, s, p)); break;
+    case 2: OST_CUDA_RET(launch_pdl(attention_kernel<2>, dim3(grid), dim3(kAttnWarps * 32), 0, s, p)); break;
+    case 3: OST_CUDA_RET(launch_pdl(attention_kernel<3>, dim3(grid), dim3(kAttnWarps * 32), 0, s, p)); break;
+    case 4: OST_CUDA_RET(launch_pdl(attention_kernel<4>, dim3(grid), dim3(kAttnWarps * 32), 0, s, p)); break;
     default: return make_error("attention: head_dim %d is not supported", p.head_dim);
   }
   OST_LAUNCH_RET();
@@ -461,14 +603,45 @@ Status launch_attention(const AttentionParams& p, cudaStream_t s) {
 
 Status launch_bf16_to_f32(const bf16* x, float* y, int64_t n, cudaStream_t s) {
   if (n == 0) return Status::ok();
-  bf16_to_f32_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, y, n);
+  OST_CUDA_RET(launch_pdl(bf16_to_f32_kernel, dim3(grid_for(n, 256)), dim3(256), 0, s, x, y, n));
+  OST_LAUNCH_RET();
+  return Status::ok();
+}
+
+Status launch_argmax_logprob(const bf16* x, int64_t rows, int64_t d, int32_t* out, float* logprob,
+                             cudaStream_t s) {
+  if (rows == 0) return Status::ok();
+  OST_CUDA_RET(launch_pdl(argmax_logprob_kernel, dim3(unsigned(rows)), dim3(1024), 0, s, x, d, out, logprob));
+  OST_LAUNCH_RET();
+  return Status::ok();
+}
+
+Status launch_f32_to_bf16(const float* x, bf16* y, int64_t n, cudaStream_t s) {
+  if (n == 0) return Status::ok();
+  OST_CUDA_RET(launch_pdl(f32_to_bf16_kernel, dim3(grid_for(n, 256)), dim3(256), 0, s, x, y, n));
+  OST_LAUNCH_RET();
+  return Status::ok();
+}
+
+Status launch_vision_pos_embed(const VisionPosEmbedParams& p, cudaStream_t s) {
+  if (p.hidden % 8 != 0) return make_error("vision_pos_embed: hidden %d is not a multiple of 8", p.hidden);
+  if (p.n == 0) return Status::ok();
+  OST_CUDA_RET(launch_pdl(vision_pos_embed_kernel, dim3(unsigned(p.n)), dim3(row_threads(p.hidden / 8)), 0, s, p));
+  OST_LAUNCH_RET();
+  return Status::ok();
+}
+
+Status launch_vision_rope_tables(const int32_t* patch, const float* inv_freq, int64_t n, int quarter, float* cos,
+                                 float* sin, cudaStream_t s) {
+  if (n == 0) return Status::ok();
+  OST_CUDA_RET(launch_pdl(vision_rope_tables_kernel, dim3(grid_for(n * 2 * quarter, 256)), dim3(256), 0, s, patch, inv_freq, n, quarter, cos, sin));
   OST_LAUNCH_RET();
   return Status::ok();
 }
 
 Status launch_argmax(const bf16* x, int64_t rows, int64_t d, int32_t* out, cudaStream_t s) {
   if (rows == 0) return Status::ok();
-  argmax_kernel<<<unsigned(rows), 1024, 0, s>>>(x, d, out);
+  OST_CUDA_RET(launch_pdl(argmax_kernel, dim3(unsigned(rows)), dim3(1024), 0, s, x, d, out));
   OST_LAUNCH_RET();
   return Status::ok();
 }

@@ -143,4 +143,31 @@ Status launch_bf16_to_f32(const bf16* x, float* y, int64_t n, cudaStream_t s);
 // out[r] = index of the largest of x[r, 0:d] (the first on ties), bf16 rows.
 Status launch_argmax(const bf16* x, int64_t rows, int64_t d, int32_t* out, cudaStream_t s);
 
+// As launch_argmax, plus logprob[r] = log_softmax(x[r])[out[r]] = -log Σ exp(x - max), fp32.
+Status launch_argmax_logprob(const bf16* x, int64_t rows, int64_t d, int32_t* out, float* logprob,
+                             cudaStream_t s);
+
+// y bf16 [n] = x f32 [n] (round to nearest even).
+Status launch_f32_to_bf16(const float* x, bf16* y, int64_t n, cudaStream_t s);
+
+// Vision patch geometry, one int32 x4 per patch row: (row, col, grid_h, grid_w) in patches.
+//
+// Learned position embedding added to the patch embeddings: table bf16 [grid·grid, hidden] is
+// resampled bilinearly (align_corners, fp32: src = i·(grid-1)/(n-1)) at each patch, rounded to
+// bf16 and added: x = bf16(x + bf16(pe)). x bf16 [n, hidden], hidden a multiple of 8.
+struct VisionPosEmbedParams {
+  bf16* x = nullptr;
+  const bf16* table = nullptr;
+  const int32_t* patch = nullptr;
+  int64_t n = 0;
+  int hidden = 0, grid = 0;
+};
+Status launch_vision_pos_embed(const VisionPosEmbedParams& p, cudaStream_t s);
+
+// 2-D rope tables of the vision tower: cos, sin f32 [n, 2·quarter]; slot k < quarter is driven
+// by the patch row, slot quarter + k by its column: angle = float(pos) · inv_freq[k] in fp32,
+// cos/sin in fp64 then rounded to fp32 (as the host code).
+Status launch_vision_rope_tables(const int32_t* patch, const float* inv_freq, int64_t n, int quarter, float* cos,
+                                 float* sin, cudaStream_t s);
+
 }  // namespace ost::cuda

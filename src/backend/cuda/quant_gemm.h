@@ -1,0 +1,39 @@
+// Weight-only INT8 linear layers on the GPU (W8A16): y[n, out] = x[n, in] · (q[out, in] · s[out])ᵀ
+// (+ bias), bf16 activations, int8 weights with one f32 scale per output channel
+// (quant/format.h), fp32 accumulation, bf16 output rounded once.
+//   decode (n <= kW8GemvMaxRows): launch_w8a16_gemv streams the weights once with 16-byte loads,
+//     each warp owns two output channels and the lanes split the inputs;
+//   larger n (prefill): launch_dequant_int8 widens the matrix into a bf16 scratch and the caller
+//     runs its bf16 GEMM (the product is compute-bound there, the extra pass is small).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "core/status.h"
+
+namespace ost::cuda {
+
+constexpr int64_t kW8GemvMaxRows = 32;
+
+struct W8A16Params {
+  const __nv_bfloat16* x = nullptr;  // bf16 [n, in]
+  const int8_t* w = nullptr;         // int8 [out, in], in % 16 == 0, 16-byte aligned rows
+  const float* scale = nullptr;      // f32 [out]
+  const __nv_bfloat16* bias = nullptr;  // bf16 [out] or null
+  __nv_bfloat16* y = nullptr;        // bf16 [n, out]
+  int64_t n = 0, out = 0, in = 0;
+};
+Status launch_w8a16_gemv(const W8A16Params& p, cudaStream_t s);
+
+// dst bf16 [rows, cols] = q · scale[row].
+struct DequantInt8Params {
+  const int8_t* w = nullptr;
+  const float* scale = nullptr;
+  __nv_bfloat16* dst = nullptr;
+  int64_t rows = 0, cols = 0;
+};
+Status launch_dequant_int8(const DequantInt8Params& p, cudaStream_t s);
+
+}  // namespace ost::cuda

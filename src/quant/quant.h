@@ -1,0 +1,41 @@
+// Packers (f32 -> quantized) and the reference dequantization every backend is checked against.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "quant/format.h"
+
+namespace ost::quant {
+
+// e4m3fn (OCP FP8: bias 7, no infinities, max 448, NaN = 0x7f/0xff).
+float fp8_e4m3_to_f32(uint8_t b);
+uint8_t f32_to_fp8_e4m3(float x);  // round to nearest even, saturating at ±448
+
+// A quantized matrix that owns its buffers.
+struct QuantizedMatrix {
+  Format format = Format::None;
+  int64_t rows = 0, cols = 0;
+  int group = 0;
+  std::vector<uint8_t> data;   // weight_bytes(format, rows, cols)
+  std::vector<float> scale;    // scale_rows × scale_cols
+  std::vector<uint8_t> zero;   // INT4: rows × cols/group
+  QView view() const { return {format, data.data(), scale.data(), zero.empty() ? nullptr : zero.data(), rows, cols, group}; }
+};
+
+// Quantizes rows [r0, r0 + n) of a matrix (src: f32 [n, cols], those rows) into m, which must
+// already be sized (resize_for). For FP8, r0 must be a multiple of the block and n a whole
+// block (or the last, shorter one). Rows are independent otherwise.
+void quantize_rows(QuantizedMatrix& m, int64_t r0, int64_t n, const float* src);
+void resize_for(QuantizedMatrix& m, Format f, int64_t rows, int64_t cols, int group);
+
+// Whole matrix from f32 [rows, cols] (for tests and small tensors).
+Result<QuantizedMatrix> quantize(Format f, const float* w, int64_t rows, int64_t cols, int group);
+
+// out[0, n) = dequantized W[r, k0 .. k0 + n).
+void dequant_segment(const QView& w, int64_t r, int64_t k0, int64_t n, float* out);
+
+// Whether the selection converts the linear weight `name`; `name` is a tensor name ending in ".weight" that the checkpoint table marks quantizable.
+Result<bool> selected(const std::string& name, const SelectOptions& opt);
+
+}  // namespace ost::quant

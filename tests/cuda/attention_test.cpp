@@ -1,0 +1,162 @@
+// The attention kernels of attention.h against ops::attention (fp32 CPU) on random bf16 inputs,
+// NaN-poisoned outputs: flash attention over dense segments (vision: head sizes 16, 72, 128,
+// the 4- and 8-warp shapes), flash attention over the paged cache (causal prefill, from an empty
+// cache and continuing one), and split-K decode over sequences of very different lengths with
+// several split counts.
+#include <algorithm>
+#include <numeric>
+
+#include "backend/cuda/attention.h"
+#include "backend/ops.h"
+#include "cuda_test_util.h"
+
+namespace ost::testing {
+namespace {
+
+using namespace ost::cuda;
+constexpr double kTol = 1e-2;  // P is rounded to bf16 before P·V; outputs are bf16
+
+// Dense: segments of the given lengths, q/k/v interleaved per row as the vision qkv buffer.
+void check_dense(int heads, int hd, const std::vector<int>& lens, uint32_t seed) {
+  const int H = heads * hd, stride = 3 * H;
+  std::vector<int32_t> cu = {0};
+  for (int l : lens) cu.push_back(cu.back() + l);
+  const int n = cu.back();
+  auto qkv = randn_bf16(size_t(n) * stride, seed);
+  auto d = to_dev(qkv);
+  auto dcu = to_dev_raw(cu);
+  auto dout = poisoned(size_t(n) * H);
+  FlashAttentionParams p;
+  p.q = d->p, p.k = d->p + H, p.v = d->p + 2 * H, p.out = dout->p;
+  p.n_heads = p.n_kv = heads, p.head_dim = hd;
+  p.q_stride = p.kv_stride = stride, p.out_stride = H;
+  p.cu_seqlens = dcu->p, p.cu_seqlens_host = cu.data(), p.n_segments = int(lens.size());
+  p.scale = 1.0f / std::sqrt(float(hd));
+  ASSERT_TRUE(launch_flash_attention(p, 0).is_ok());
+  std::vector<float> ref(size_t(n) * H);
+  for (size_t s = 0; s < lens.size(); ++s) {
+    ops::AttentionParams a;
+    a.n_q = a.n_kv = lens[s];
+    a.n_heads = a.n_kv_heads = heads, a.head_dim = hd;
+    a.q_stride = a.kv_stride = stride, a.out_stride = H, a.scale = p.scale;
+    const float* base = qkv.data() + int64_t(cu[s]) * stride;
+    ops::attention(a, base, base + H, base + 2 * H, ref.data() + int64_t(cu[s]) * H);
+  }
+  const double e = rel_l2(from_dev(dout->p, ref.size()), ref);
+  std::printf("flash dense heads %d hd %d, %zu segments, %d rows: rel L2 %.3g\n", heads, hd, lens.size(), n, e);
+  EXPECT_LE(e, kTol) << heads << "/" << hd;
+}
+
+TEST(CudaAttention, FlashDenseSegments) {
+  OST_REQUIRE_GPU();
+  check_dense(4, 16, {64, 36}, 1);
+  check_dense(16, 72, {1, 200, 64, 129}, 2);
+  check_dense(2, 128, {100, 70}, 3);
+  check_dense(16, 72, {2000, 300, 37}, 4);  // enough tiles for the 8-warp shape
+}
+
+// A paged cache of `blocks` shuffled blocks; sequence 0 holds `len` tokens.
+struct PagedCache {
+  int bs = 16, kv = 0, hd = 0;
+  std::vector<int32_t> table;
+  std::vector<float> k, v;  // [slots, kv, hd]
+  PagedCache(int kv_heads, int head_dim, int n_seqs, int width, uint32_t seed) : kv(kv_heads), hd(head_dim) {
+    const int blocks = n_seqs * width;
+    std::vector<int32_t> perm(static_cast<size_t>(blocks));
+    std::iota(perm.begin(), perm.end(), 0);
+    std::mt19937 rng(seed);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    table = perm;
+    k = randn_bf16(size_t(blocks) * bs * kv * hd, seed + 1);
+    v = randn_bf16(size_t(blocks) * bs * kv * hd, seed + 2);
+  }
+  // The first len cache rows of sequence seq, contiguous: f32 [len, kv, hd].
+  void gather(int seq, int width, int len, std::vector<float>& ko, std::vector<float>& vo) const {
+    const int row = kv * hd;
+    ko.resize(size_t(len) * row);
+    vo.resize(size_t(len) * row);
+    for (int j = 0; j < len; ++j) {
+      const int64_t slot = int64_t(table[size_t(seq * width + j / bs)]) * bs + j % bs;
+      std::copy_n(k.begin() + slot * row, row, ko.begin() + int64_t(j) * row);
+      std::copy_n(v.begin() + slot * row, row, vo.begin() + int64_t(j) * row);
+    }
+  }
+};
+
+TEST(CudaAttention, FlashPagedCausalPrefill) {
+  OST_REQUIRE_GPU();
+  struct S { int heads, kv, hd, past, n; };
+  for (S s : {S{4, 2, 32, 0, 45}, S{32, 8, 128, 0, 296}, S{32, 8, 128, 200, 131}, S{4, 2, 32, 17, 64}}) {
+    const int width = (s.past + s.n + 15) / 16 + 1;
+    PagedCache c(s.kv, s.hd, 1, width, 10 + s.n);
+    const int Q = s.heads * s.hd;
+    auto q = randn_bf16(size_t(s.n) * Q, 20 + s.n);
+    auto dq = to_dev(q), dk = to_dev(c.k), dv = to_dev(c.v);
+    auto dt = to_dev_raw(c.table);
+    auto dout = poisoned(size_t(s.n) * Q);
+    FlashAttentionParams p;
+    p.q = dq->p, p.k = dk->p, p.v = dv->p, p.out = dout->p;
+    p.n_heads = s.heads, p.n_kv = s.kv, p.head_dim = s.hd, p.q_stride = p.out_stride = Q;
+    p.block_table = dt->p, p.block_size = c.bs, p.n = s.n, p.past = s.past;
+    p.scale = 1.0f / std::sqrt(float(s.hd));
+    ASSERT_TRUE(launch_flash_attention(p, 0).is_ok());
+    std::vector<float> k, v, ref(size_t(s.n) * Q);
+    c.gather(0, width, s.past + s.n, k, v);
+    ops::AttentionParams a;
+    a.n_q = s.n, a.n_kv = s.past + s.n;
+    a.n_heads = s.heads, a.n_kv_heads = s.kv, a.head_dim = s.hd;
+    a.q_stride = a.out_stride = Q, a.kv_stride = s.kv * s.hd;
+    a.causal = true, a.q_pos0 = s.past, a.scale = p.scale;
+    ops::attention(a, q.data(), k.data(), v.data(), ref.data());
+    const double e = rel_l2(from_dev(dout->p, ref.size()), ref);
+    std::printf("flash paged %d/%d hd %d past %d n %d: rel L2 %.3g\n", s.heads, s.kv, s.hd, s.past, s.n, e);
+    EXPECT_LE(e, kTol);
+  }
+}
+
+TEST(CudaAttention, SplitDecode) {
+  OST_REQUIRE_GPU();
+  struct S { int heads, kv, hd; };
+  for (S s : {S{32, 8, 128}, S{4, 2, 32}, S{16, 16, 64}}) {
+    const std::vector<int> lens = {1, 17, 300, 2000, 64};
+    const int B = int(lens.size()), width = 2000 / 16 + 2;
+    PagedCache c(s.kv, s.hd, B, width, 30 + s.hd);
+    const int Q = s.heads * s.hd;
+    auto q = randn_bf16(size_t(B) * Q, 40 + s.hd);
+    std::vector<int32_t> row_len(lens.begin(), lens.end()), row_seq(static_cast<size_t>(B));
+    std::iota(row_seq.begin(), row_seq.end(), 0);
+    std::reverse(row_seq.begin(), row_seq.end());  // row b reads sequence B-1-b
+    auto dq = to_dev(q), dk = to_dev(c.k), dv = to_dev(c.v);
+    auto dt = to_dev_raw(c.table), dl = to_dev_raw(row_len), ds = to_dev_raw(row_seq);
+    std::vector<float> ref(size_t(B) * Q);
+    for (int b = 0; b < B; ++b) {
+      std::vector<float> k, v;
+      c.gather(row_seq[size_t(b)], width, lens[size_t(b)], k, v);
+      ops::AttentionParams a;
+      a.n_q = 1, a.n_kv = lens[size_t(b)];
+      a.n_heads = s.heads, a.n_kv_heads = s.kv, a.head_dim = s.hd;
+      a.q_stride = a.out_stride = Q, a.kv_stride = s.kv * s.hd;
+      a.causal = true, a.q_pos0 = lens[size_t(b)] - 1, a.scale = 1.0f / std::sqrt(float(s.hd));
+      ops::attention(a, q.data() + int64_t(b) * Q, k.data(), v.data(), ref.data() + int64_t(b) * Q);
+    }
+    for (int splits : {1, 5, decode_attention_splits(B, s.kv, 132), kMaxDecodeSplits}) {
+      DevBuf<float> part(decode_attention_partial_floats(B, s.heads, s.hd, splits));
+      DevBuf<int> counters(static_cast<size_t>(B * s.kv));
+      ASSERT_EQ(cudaMemset(counters.p, 0, counters.n * sizeof(int)), cudaSuccess);
+      auto dout = poisoned(size_t(B) * Q);
+      DecodeAttentionParams p;
+      p.q = dq->p, p.k = dk->p, p.v = dv->p, p.out = dout->p, p.n = B;
+      p.n_heads = s.heads, p.n_kv = s.kv, p.head_dim = s.hd, p.q_stride = p.out_stride = Q;
+      p.row_len = dl->p, p.row_seq = ds->p, p.block_table = dt->p, p.table_width = width, p.block_size = c.bs;
+      p.scale = 1.0f / std::sqrt(float(s.hd)), p.partial = part.p, p.counters = counters.p;
+      p.splits = splits;
+      for (int rep = 0; rep < 2; ++rep) ASSERT_TRUE(launch_decode_attention(p, 0).is_ok());  // counters reset
+      const double e = rel_l2(from_dev(dout->p, ref.size()), ref);
+      std::printf("split decode %d/%d hd %d, %d splits: rel L2 %.3g\n", s.heads, s.kv, s.hd, splits, e);
+      EXPECT_LE(e, kTol) << splits;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ost::testing

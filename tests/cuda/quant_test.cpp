@@ -1,0 +1,99 @@
+// The W8A16 kernels against the CPU reference (ops::matmul on an INT8 view, quant/quant.h), and
+// the CUDA runner with INT8 weights against the CPU runner with the same INT8 weights.
+#include <random>
+
+#include "backend/cuda/gemm.h"
+#include "backend/cuda/quant_gemm.h"
+#include "backend/ops.h"
+#include "common/temp_dir.h"
+#include "cuda_test_util.h"
+#include "io/seeded.h"
+#include "quant/quant.h"
+
+namespace ost::testing {
+namespace {
+
+using namespace ost::cuda;
+
+ops::WeightView int8_view(const quant::QuantizedMatrix& m) {
+  ops::WeightView w{ops::WType::INT8, m.data.data(), m.rows, m.cols};
+  w.scale = m.scale.data();
+  return w;
+}
+
+TEST(CudaQuant, W8A16GemvMatchesCpu) {
+  OST_REQUIRE_GPU();
+  struct S { int64_t out, in; };
+  for (S sh : {S{256, 512}, S{1000, 4096}, S{4104, 1024}, S{18, 16}}) {
+    auto wf = randn_bf16(size_t(sh.out * sh.in), 11, 0.05f);
+    auto qm = quant::quantize(quant::Format::INT8, wf.data(), sh.out, sh.in, 0);
+    ASSERT_TRUE(qm.is_ok());
+    DevBuf<int8_t> dw(qm->data.size());
+    DevBuf<float> ds(qm->scale.size());
+    ASSERT_EQ(cudaMemcpy(dw.p, qm->data.data(), qm->data.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(ds.p, qm->scale.data(), qm->scale.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    for (int64_t n : {1, 2, 3, 4, 5, 7, 8, 13, 32}) {
+      auto x = randn_bf16(size_t(n * sh.in), uint32_t(20 + n));
+      auto b = randn_bf16(size_t(sh.out), 5);
+      auto dx = to_dev(x), db = to_dev(b);
+      auto dy = poisoned(size_t(n * sh.out));
+      Status st = launch_w8a16_gemv({dx->p, dw.p, ds.p, db->p, dy->p, n, sh.out, sh.in}, 0);
+      ASSERT_TRUE(st.is_ok()) << st.message();
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      std::vector<float> ref(size_t(n * sh.out));
+      ops::matmul(x.data(), n, int8_view(*qm), b.data(), ref.data());
+      EXPECT_LE(rel_l2(from_dev(dy->p, ref.size()), ref), 1e-2) << n << "x" << sh.out << "x" << sh.in;
+    }
+    // Prefill path: dequantize to bf16, then the bf16 GEMM.
+    Gemm g;
+    ASSERT_TRUE(g.init().is_ok());
+    auto dq = poisoned(size_t(sh.out * sh.in));
+    ASSERT_TRUE(launch_dequant_int8({dw.p, ds.p, dq->p, sh.out, sh.in}, 0).is_ok());
+    const int64_t n = 77;
+    auto x = randn_bf16(size_t(n * sh.in), 3);
+    auto dx = to_dev(x);
+    auto dy = poisoned(size_t(n * sh.out));
+    ASSERT_TRUE(g.run(dx->p, n, dq->p, sh.out, sh.in, nullptr, dy->p, 0).is_ok());
+    std::vector<float> ref(size_t(n * sh.out));
+    ops::matmul(x.data(), n, int8_view(*qm), nullptr, ref.data());
+    EXPECT_LE(rel_l2(from_dev(dy->p, ref.size()), ref), 1e-2) << "dequant " << sh.out << "x" << sh.in;
+  }
+}
+
+TEST(CudaQuant, Int8RunnerMatchesCpuInt8Runner) {
+  OST_REQUIRE_GPU();
+  TempDir dir;
+  TestModelOptions o;
+  o.config_dir = test_data() + "/qwen3vl-tiny";
+  o.seed = 20261124;
+  o.out_dir = dir.path();
+  ASSERT_TRUE(write_test_model(o).is_ok());
+  quant::QuantConfig qc;
+  qc.format = quant::Format::INT8;
+  auto c = load_cpu_runner(dir.path(), qc);
+  auto g = load_cuda_runner(dir.path(), qc);
+  ASSERT_TRUE(c.is_ok()) << c.message();
+  ASSERT_TRUE(g.is_ok()) << g.message();
+  std::vector<int32_t> ids = {151644, 872, 198};
+  std::mt19937 rng(5);
+  while (ids.size() < 40) ids.push_back(int32_t(rng() % 150000));
+  auto pos = compute_mrope_positions(ids, {}, (*c)->config());
+  ASSERT_TRUE(pos.is_ok());
+  auto sc = (*c)->new_sequence(64);
+  auto sg = (*g)->new_sequence(64);
+  ASSERT_TRUE(sc.is_ok() && sg.is_ok());
+  auto lc = (*c)->prefill(**sc, ids, *pos, nullptr, true);  // 40 rows: the dequant + GEMM path
+  auto lg = (*g)->prefill(**sg, ids, *pos, nullptr, true);
+  ASSERT_TRUE(lc.is_ok() && lg.is_ok()) << lg.message();
+  EXPECT_LE(rel_l2(*lg, *lc), 2e-2);
+  for (int step = 0; step < 4; ++step) {  // decode: the W8A16 kernel
+    const int32_t next = int32_t(1000 + step);
+    auto dc = (*c)->decode(**sc, next);
+    auto dg = (*g)->decode(**sg, next);
+    ASSERT_TRUE(dc.is_ok() && dg.is_ok()) << dg.message();
+    EXPECT_LE(rel_l2(*dg, *dc), 2e-2) << "decode step " << step;
+  }
+}
+
+}  // namespace
+}  // namespace ost::testing

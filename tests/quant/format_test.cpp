@@ -1,0 +1,144 @@
+// Packers and reference dequantization: fp8 codes, error bounds of each format, the int4 byte
+// layout, and the CPU matmul on quantized weights against the dense matmul of the dequantized
+// matrix.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "backend/ops.h"
+#include "quant/quant.h"
+
+namespace ost {
+namespace {
+
+std::vector<float> randn(size_t n, uint32_t seed, float sd = 0.05f) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d(0.0f, sd);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+
+std::vector<float> dequant_all(const quant::QuantizedMatrix& m) {
+  std::vector<float> out(size_t(m.rows * m.cols));
+  for (int64_t r = 0; r < m.rows; ++r) quant::dequant_segment(m.view(), r, 0, m.cols, out.data() + r * m.cols);
+  return out;
+}
+
+ops::WeightView wview(const quant::QuantizedMatrix& m) {
+  ops::WeightView w;
+  w.dtype = m.format == quant::Format::INT8  ? ops::WType::INT8
+            : m.format == quant::Format::FP8 ? ops::WType::FP8
+                                             : ops::WType::INT4;
+  w.data = m.data.data();
+  w.rows = m.rows;
+  w.cols = m.cols;
+  w.scale = m.scale.data();
+  w.zero = m.zero.empty() ? nullptr : m.zero.data();
+  w.group = m.group;
+  return w;
+}
+
+TEST(Fp8, EveryCodeRoundTrips) {
+  for (int b = 0; b < 256; ++b) {
+    if ((b & 0x7f) == 0x7f) {
+      EXPECT_TRUE(std::isnan(quant::fp8_e4m3_to_f32(uint8_t(b))));
+      continue;
+    }
+    const float f = quant::fp8_e4m3_to_f32(uint8_t(b));
+    EXPECT_EQ(quant::f32_to_fp8_e4m3(f), b == 0x80 ? 0x80 : b) << b << " " << f;
+  }
+  EXPECT_EQ(quant::fp8_e4m3_to_f32(0x7e), 448.0f);
+  EXPECT_EQ(quant::f32_to_fp8_e4m3(1e6f), 0x7e);
+  EXPECT_EQ(quant::f32_to_fp8_e4m3(-1e6f), 0xfe);
+  EXPECT_EQ(quant::fp8_e4m3_to_f32(0x01), std::ldexp(1.0f, -9));
+  // Ties go to even: 1 + 1/16 lies between 1 (code 0x38) and 1.125 (0x39).
+  EXPECT_EQ(quant::f32_to_fp8_e4m3(1.0625f), 0x38);
+  EXPECT_EQ(quant::f32_to_fp8_e4m3(1.1875f), 0x3a);
+}
+
+TEST(Quantize, Int8PerChannelError) {
+  const int64_t R = 37, C = 300;
+  auto w = randn(size_t(R * C), 1);
+  auto m = quant::quantize(quant::Format::INT8, w.data(), R, C, 0);
+  ASSERT_TRUE(m.is_ok()) << m.message();
+  auto d = dequant_all(*m);
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < C; ++c)
+      EXPECT_LE(std::fabs(d[size_t(r * C + c)] - w[size_t(r * C + c)]), 0.5f * m->scale[size_t(r)] * 1.0001f);
+}
+
+TEST(Quantize, Fp8BlockScalesAndError) {
+  const int64_t R = 200, C = 260;  // partial blocks on both sides
+  auto w = randn(size_t(R * C), 2);
+  auto m = quant::quantize(quant::Format::FP8, w.data(), R, C, 128);
+  ASSERT_TRUE(m.is_ok());
+  EXPECT_EQ(m->scale.size(), size_t(2 * 3));
+  auto d = dequant_all(*m);
+  double e = 0, n = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    e += double(d[i] - w[i]) * (d[i] - w[i]);
+    n += double(w[i]) * w[i];
+  }
+  EXPECT_LT(std::sqrt(e / n), 0.04);  // 3 mantissa bits: ~2^-4 relative per element at worst
+}
+
+TEST(Quantize, Int4LayoutAndError) {
+  // One row, group 4: the low nibble holds the even input.
+  const float w1[8] = {0.0f, 1.5f, -1.5f, 0.75f, 1.0f, 2.0f, 3.0f, 0.0f};
+  auto m1 = quant::quantize(quant::Format::INT4, w1, 1, 8, 4);
+  ASSERT_TRUE(m1.is_ok());
+  ASSERT_EQ(m1->data.size(), 4u);
+  EXPECT_FLOAT_EQ(m1->scale[0], 3.0f / 15.0f);  // range [-1.5, 1.5]
+  EXPECT_EQ(m1->zero[0], 8);                    // round(1.5 / 0.2) = 7.5 -> 8 (to even)
+  EXPECT_EQ(m1->zero[1], 0);                    // range [0, 3]
+  EXPECT_EQ(m1->data[0] & 15, 8);               // w = 0 -> q = z
+  EXPECT_EQ(m1->data[2], uint8_t(5 | (10 << 4))); // 1.0 / 0.2 = 5, 2.0 / 0.2 = 10
+  const int64_t R = 16, C = 256;
+  auto w = randn(size_t(R * C), 3);
+  auto m = quant::quantize(quant::Format::INT4, w.data(), R, C, 128);
+  ASSERT_TRUE(m.is_ok());
+  auto d = dequant_all(*m);
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < C; ++c)
+      EXPECT_LE(std::fabs(d[size_t(r * C + c)] - w[size_t(r * C + c)]),
+                0.5f * m->scale[size_t(r * 2 + c / 128)] * 1.0001f);
+  EXPECT_FALSE(quant::quantize(quant::Format::INT4, w.data(), R, 200, 128).is_ok());
+  auto st = quant::check_shape(quant::Format::INT4, "layers.0.mlp.down_proj.weight", 8, 200, 128);
+  EXPECT_NE(st.message().find("not divisible"), std::string::npos) << st.message();
+}
+
+TEST(Quantize, UnknownFormatIsAnError) {
+  auto f = quant::parse_format("int3");
+  ASSERT_FALSE(f.is_ok());
+  EXPECT_NE(f.message().find("int3"), std::string::npos);
+}
+
+// The CPU matmul on quantized views equals the dense fp32 matmul of the dequantized weights.
+TEST(Matmul, QuantizedMatchesDequantizedDense) {
+  const int64_t O = 70, K = 512;
+  auto w = randn(size_t(O * K), 4);
+  for (auto fmt : {quant::Format::INT8, quant::Format::FP8, quant::Format::INT4}) {
+    auto m = quant::quantize(fmt, w.data(), O, K, 128);
+    ASSERT_TRUE(m.is_ok());
+    auto d = dequant_all(*m);
+    ops::WeightView dense{ops::WType::F32, d.data(), O, K};
+    auto bias = randn(size_t(O), 9);
+    for (int64_t n : {1, 3, 4, 5, 19}) {
+      auto x = randn(size_t(n * K), uint32_t(10 + n), 1.0f);
+      std::vector<float> y0(size_t(n * O)), y1(size_t(n * O), NAN);
+      ops::matmul(x.data(), n, dense, bias.data(), y0.data());
+      ops::matmul(x.data(), n, wview(*m), bias.data(), y1.data());
+      for (size_t i = 0; i < y0.size(); ++i)
+        ASSERT_NEAR(y1[i], y0[i], 1e-4 * (1 + std::fabs(y0[i]))) << quant::format_name(fmt) << " n=" << n << " i=" << i;
+    }
+    std::vector<float> row(static_cast<size_t>(K));
+    ops::weight_row_f32(wview(*m), 5, row.data());
+    for (int64_t c = 0; c < K; ++c) ASSERT_EQ(row[size_t(c)], d[size_t(5 * K + c)]);
+  }
+}
+
+}  // namespace
+}  // namespace ost
