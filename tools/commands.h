@@ -13,6 +13,7 @@ int cmd_tokenize(int argc, char** argv);
 int cmd_make_test_model(int argc, char** argv);
 int cmd_serve(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
+int cmd_bench_serve(int argc, char** argv);  // `bench serve`: argv[0] is "serve"
 int cmd_eval(int argc, char** argv);
 int cmd_quantize(int argc, char** argv);
 

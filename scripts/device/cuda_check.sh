@@ -2,7 +2,7 @@
 # One device call: CUDA tests, the seeded 8B checkpoint, `ostrakon bench engine` on it (batch 1,
 # 8 and 32: 512x512 JPEG + 30-token question, 128 output tokens; TTFT at 1280x960), then the
 # same request shape through Hugging Face transformers (SKIP_HF=1 skips it; AB=1 adds runs with
-# one switch flipped: OST_PDL=1, OST_GEMV=0, OST_ATTN=simt). Logs go to $OUT (or ./device-out
+# one switch flipped: OST_FUSED_QK=0 at each batch, OST_PDL=0). Logs go to $OUT (or ./device-out
 # when OUT is unset).
 # Expects the build's bin/ (build-cuda/bin, or BIN=...) and assets/ beside the repo root.
 set -u
@@ -25,6 +25,12 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=c
 step "test_cuda"
 timeout 300 "$BIN/test_cuda" > "$OUT/test_cuda.log" 2>&1
 echo "test_cuda rc=$?" | tee -a "$OUT/summary.txt"
+if [ "${AB:-0}" = 1 ]; then  # the runner and attention tests again with the switches off
+  OST_PDL=0 OST_FUSED_QK=0 timeout 120 "$BIN/test_cuda" --gtest_filter='CudaRunner*:CudaAttention*' \
+    > "$TMP/test_cuda_plain.log" 2>&1
+  echo "test_cuda OST_PDL=0 OST_FUSED_QK=0 rc=$?" | tee -a "$OUT/summary.txt"
+  grep -E "^\[  (PASSED|FAILED) " "$TMP/test_cuda_plain.log" | tee -a "$OUT/summary.txt"
+fi
 grep -E "^\[  (PASSED|FAILED|SKIPPED) |rel L2|FAILED|Failure" "$OUT/test_cuda.log" | tail -80 | tee -a "$OUT/summary.txt"
 
 step "make-test-model 8B"
@@ -32,7 +38,7 @@ M=/tmp/m8b
 timeout 240 "$BIN/ostrakon" make-test-model --config tests/data/qwen3vl-8b --seed 1 --out $M \
   --tokenizer assets/qwen3/tokenizer.json > "$TMP/make_model.log" 2>&1
 echo "make-test-model rc=$?" | tee -a "$OUT/summary.txt"
-tail -3 "$TMP/make_model.log" | tee -a "$OUT/summary.txt"
+tr "\r" "\n" < "$TMP/make_model.log" | tail -2 | tee -a "$OUT/summary.txt"
 
 # bench NAME [VAR=VALUE ...] -- ARGS: one `ostrakon bench engine` run, appended to summary.txt.
 bench() {
@@ -51,10 +57,10 @@ for B in 1 8 32; do
 done
 bench 1280x960 -- --image-size 1280x960 $Q --max-tokens 32 --batch 1
 if [ "${AB:-0}" = 1 ]; then  # the same request with one switch flipped
-  bench b1_pdl OST_PDL=1 -- --image-size 512x512 $Q --max-tokens 128 --batch 1
-  bench b8_pdl OST_PDL=1 -- --image-size 512x512 $Q --max-tokens 128 --batch 8
-  bench b1_cublas OST_GEMV=0 -- --image-size 512x512 $Q --max-tokens 128 --batch 1
-  bench b1_simt_attn OST_ATTN=simt -- --image-size 512x512 $Q --max-tokens 64 --batch 1
+  for B in 1 8 32; do
+    bench b${B}_unfused_qk OST_FUSED_QK=0 -- --image-size 512x512 $Q --max-tokens 128 --batch $B
+  done
+  bench b1_no_pdl OST_PDL=0 -- --image-size 512x512 $Q --max-tokens 128 --batch 1
 fi
 
 if [ "${SKIP_HF:-0}" != 1 ]; then

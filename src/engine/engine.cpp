@@ -96,12 +96,24 @@ Result<GenerateResult> Engine::generate(const GenerateRequest& req, const TokenC
   po.mean = pc.image_mean;
   po.std = pc.image_std;
   po.rescale_factor = pc.rescale_factor;
+  // A runner that cuts the patches itself (on the GPU) gets the resized RGB8 images and the
+  // normalisation table instead of the f32 patches (an eighth of the bytes to move).
+  const bool rgb = model_->takes_rgb();
   std::vector<ImagePatches> patches;
+  std::vector<Image> resized(req.images.size());
+  std::vector<const Image*> rgb_images;
   for (size_t i = 0; i < req.images.size(); ++i) {
-    auto p = preprocess_image(req.images[i], po);
+    auto p = rgb ? plan_patches(req.images[i], po, &resized[i]) : preprocess_image(req.images[i], po);
     if (!p) return make_error("image %zu: %s", i + 1, p.message().c_str());
     res.image_grids.push_back({p->grid_t, p->grid_h, p->grid_w});
     patches.push_back(std::move(*p));
+    rgb_images.push_back(resized[i].rgb.empty() ? &req.images[i] : &resized[i]);
+  }
+  NormalizeTable lut{};
+  if (rgb && !patches.empty()) {
+    auto t = normalize_table(po);
+    if (!t) return make_error("image 1: %s", t.message().c_str());
+    lut = *t;
   }
   auto ids = prompt_ids(req, patches);
   if (!ids) return Error{ids.message()};
@@ -130,6 +142,11 @@ Result<GenerateResult> Engine::generate(const GenerateRequest& req, const TokenC
     }
     vin.pixel_values = patches.size() > 1 ? pixels.data() : patches[0].pixel_values.data();
     vin.num_patches = rows;
+    if (rgb) {
+      vin.pixel_values = nullptr;
+      vin.rgb = rgb_images;
+      vin.lut = &lut;
+    }
     vin.keep_on_device = true;  // only this request's prefill reads it
     auto v = model_->encode_images(vin);
     if (!v) return Error{v.message()};

@@ -15,6 +15,8 @@
 
 #include "core/status.h"
 #include "io/config.h"
+#include "vision/image.h"
+#include "vision/preprocess.h"
 
 namespace ost {
 
@@ -25,6 +27,11 @@ struct VisionInput {
   // A runner with device memory may keep the output there (VisionOutput::device) and leave the
   // host vectors empty; only the runner that made such an output can prefill with it.
   bool keep_on_device = false;
+  // Instead of pixel_values, for a runner whose takes_rgb() is true: per image (t = 1), the RGB8
+  // image at its grid size (grid_h·patch × grid_w·patch, see plan_patches) and the
+  // normalisation table; the runner cuts the patches itself (preprocess_image's values).
+  std::vector<const Image*> rgb;
+  const NormalizeTable* lut = nullptr;
 };
 
 struct VisionOutput {

@@ -31,6 +31,8 @@ class ModelRunner {
   virtual std::string device_name() const = 0;
 
   virtual Result<VisionOutput> encode_images(const VisionInput& in) = 0;
+  // Whether encode_images accepts VisionInput::rgb (the runner cuts the patches itself).
+  virtual bool takes_rgb() const { return false; }
   virtual Result<std::unique_ptr<SequenceState>> new_sequence(int64_t capacity) = 0;
   // As Qwen3VLModel::prefill / decode. Logits f32 [n or 1, vocab] on the host.
   virtual Result<std::vector<float>> prefill(SequenceState& s, const std::vector<int32_t>& ids,

@@ -245,12 +245,17 @@ void ApiServer::chat(const http::Request& req, http::Conn& c, const std::shared_
 
   std::string text;
   json logprobs = json::array();
+  // Nothing is written until the end, so a client that left is noticed only by looking: also
+  // while tokens keep coming, or a long answer would run to max_tokens for nobody.
+  auto next_look = std::chrono::steady_clock::now();
   for (;;) {
     RequestEvent ev;
-    if (!ch.pop(ev, std::chrono::milliseconds(100))) {
+    const bool got = ch.pop(ev, std::chrono::milliseconds(100));
+    if (!got || std::chrono::steady_clock::now() >= next_look) {
       if (c.peer_gone()) return gone();
-      continue;
+      next_look = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
     }
+    if (!got) continue;
     if (ev.kind == RequestEvent::Kind::kToken) {
       text += ev.delta;
       if (cr.logprobs) logprobs.push_back(token_logprob_json(eng->tokenizer(), ev.token));

@@ -52,7 +52,7 @@ int ImagePatches::num_tokens() const {
   return m2 > 0 ? grid_t * grid_h * grid_w / m2 : 0;
 }
 
-Result<ImagePatches> preprocess_image(const Image& img, const PreprocessOptions& opt) {
+Result<ImagePatches> plan_patches(const Image& img, const PreprocessOptions& opt, Image* resized) {
   if (img.width <= 0 || img.height <= 0 ||
       img.rgb.size() != static_cast<size_t>(img.width) * img.height * 3) {
     return make_error("preprocess_image: invalid image %dx%d with %zu bytes", img.width,
@@ -63,29 +63,12 @@ Result<ImagePatches> preprocess_image(const Image& img, const PreprocessOptions&
     return make_error("preprocess_image: invalid options (patch %d, merge %d, temporal %d)",
                       opt.patch_size, opt.merge_size, opt.temporal_patch_size);
   }
-  const int P = opt.patch_size, M = opt.merge_size, T = opt.temporal_patch_size;
+  const int P = opt.patch_size, M = opt.merge_size;
   auto target = smart_resize(img.height, img.width, P * M, opt.min_pixels, opt.max_pixels);
   if (!target) return Error{target.message()};
   const auto [h_bar, w_bar] = *target;
-
-  Image resized;
-  const Image* src = &img;
-  if (h_bar != img.height || w_bar != img.width) {
-    resized = resize_bicubic(img, w_bar, h_bar);
-    src = &resized;
-  }
-
-  // Fused rescale + normalize as the fast processor does it: mean' = float32(mean) *
-  // (1 / rescale_factor) and std' likewise (float32 tensor times a Python float), then
-  // F.normalize: (float32(x) - mean') / std'. One table per channel.
-  float lut[3][256];
-  const float inv_rescale = static_cast<float>(1.0 / opt.rescale_factor);
-  for (int c = 0; c < 3; ++c) {
-    const float m = opt.mean[c] * inv_rescale;
-    const float s = opt.std[c] * inv_rescale;
-    if (s == 0.0f) return make_error("preprocess_image: image_std[%d] is zero", c);
-    for (int v = 0; v < 256; ++v) lut[c][v] = (static_cast<float>(v) - m) / s;
-  }
+  *resized = Image{};
+  if (h_bar != img.height || w_bar != img.width) *resized = resize_bicubic(img, w_bar, h_bar);
 
   ImagePatches out;
   out.grid_t = 1;  // one frame, repeated to temporal_patch_size
@@ -94,6 +77,36 @@ Result<ImagePatches> preprocess_image(const Image& img, const PreprocessOptions&
   out.resized_height = h_bar;
   out.resized_width = w_bar;
   out.merge_size = M;
+  return out;
+}
+
+Result<NormalizeTable> normalize_table(const PreprocessOptions& opt) {
+  // Fused rescale + normalize as the fast processor does it: mean' = float32(mean) *
+  // (1 / rescale_factor) and std' likewise (float32 tensor times a Python float), then
+  // F.normalize: (float32(x) - mean') / std'. One table per channel.
+  NormalizeTable lut;
+  const float inv_rescale = static_cast<float>(1.0 / opt.rescale_factor);
+  for (int c = 0; c < 3; ++c) {
+    const float m = opt.mean[c] * inv_rescale;
+    const float s = opt.std[c] * inv_rescale;
+    if (s == 0.0f) return make_error("preprocess_image: image_std[%d] is zero", c);
+    for (int v = 0; v < 256; ++v) lut[c][v] = (static_cast<float>(v) - m) / s;
+  }
+  return lut;
+}
+
+Result<ImagePatches> preprocess_image(const Image& img, const PreprocessOptions& opt) {
+  Image resized;
+  auto planned = plan_patches(img, opt, &resized);
+  if (!planned) return Error{planned.message()};
+  ImagePatches out = std::move(*planned);
+  const Image* src = resized.rgb.empty() ? &img : &resized;
+  auto table = normalize_table(opt);
+  if (!table) return Error{table.message()};
+  const NormalizeTable& lut = *table;
+
+  const int P = opt.patch_size, M = opt.merge_size, T = opt.temporal_patch_size;
+  const int h_bar = out.resized_height, w_bar = out.resized_width;
   const int row_len = 3 * T * P * P;
   const int bh_n = out.grid_h / M, bw_n = out.grid_w / M;
   out.pixel_values.resize(static_cast<size_t>(out.grid_h) * out.grid_w * row_len);

@@ -48,4 +48,13 @@ struct ImagePatches {
 
 Result<ImagePatches> preprocess_image(const Image& img, const PreprocessOptions& opt);
 
+// preprocess_image in two halves, for a consumer that cuts the patches itself (on a GPU):
+//   plan_patches: the target size and grid (pixel_values left empty); when the size changes,
+//     the resized image goes to *resized, else *resized is left empty and img is used as is;
+//   normalize_table: the fused rescale + normalise, value = lut[channel][byte] (f32).
+// Cutting the planned image with the table gives preprocess_image's pixel_values exactly.
+using NormalizeTable = std::array<std::array<float, 256>, 3>;
+Result<ImagePatches> plan_patches(const Image& img, const PreprocessOptions& opt, Image* resized);
+Result<NormalizeTable> normalize_table(const PreprocessOptions& opt);
+
 }  // namespace ost

@@ -3,10 +3,13 @@
 // the 4- and 8-warp shapes), flash attention over the paged cache (causal prefill, from an empty
 // cache and continuing one), and split-K decode over sequences of very different lengths with
 // several split counts.
+#include "backend/cuda/attention.h"
+
 #include <algorithm>
+#include <array>
 #include <numeric>
 
-#include "backend/cuda/attention.h"
+#include "backend/cuda/kernels.h"
 #include "backend/ops.h"
 #include "cuda_test_util.h"
 
@@ -43,7 +46,8 @@ void check_dense(int heads, int hd, const std::vector<int>& lens, uint32_t seed)
     ops::attention(a, base, base + H, base + 2 * H, ref.data() + int64_t(cu[s]) * H);
   }
   const double e = rel_l2(from_dev(dout->p, ref.size()), ref);
-  std::printf("flash dense heads %d hd %d, %zu segments, %d rows: rel L2 %.3g\n", heads, hd, lens.size(), n, e);
+  std::printf("flash dense heads %d hd %d, %zu segments, %d rows: rel L2 %.3g\n", heads, hd, lens.size(), n,
+              e);
   EXPECT_LE(e, kTol) << heads << "/" << hd;
 }
 
@@ -85,7 +89,9 @@ struct PagedCache {
 
 TEST(CudaAttention, FlashPagedCausalPrefill) {
   OST_REQUIRE_GPU();
-  struct S { int heads, kv, hd, past, n; };
+  struct S {
+    int heads, kv, hd, past, n;
+  };
   for (S s : {S{4, 2, 32, 0, 45}, S{32, 8, 128, 0, 296}, S{32, 8, 128, 200, 131}, S{4, 2, 32, 17, 64}}) {
     const int width = (s.past + s.n + 15) / 16 + 1;
     PagedCache c(s.kv, s.hd, 1, width, 10 + s.n);
@@ -116,7 +122,9 @@ TEST(CudaAttention, FlashPagedCausalPrefill) {
 
 TEST(CudaAttention, SplitDecode) {
   OST_REQUIRE_GPU();
-  struct S { int heads, kv, hd; };
+  struct S {
+    int heads, kv, hd;
+  };
   for (S s : {S{32, 8, 128}, S{4, 2, 32}, S{16, 16, 64}}) {
     const std::vector<int> lens = {1, 17, 300, 2000, 64};
     const int B = int(lens.size()), width = 2000 / 16 + 2;
@@ -155,6 +163,80 @@ TEST(CudaAttention, SplitDecode) {
       std::printf("split decode %d/%d hd %d, %d splits: rel L2 %.3g\n", s.heads, s.kv, s.hd, splits, e);
       EXPECT_LE(e, kTol) << splits;
     }
+  }
+}
+
+// Fused decode input: q/k norm + rope and the cache write inside the attention kernel against
+// launch_qk_norm_rope followed by the unfused kernel, on the same random projection rows.
+TEST(CudaAttention, SplitDecodeFusedQkNormRope) {
+  OST_REQUIRE_GPU();
+  struct S {
+    int heads, kv, hd;
+    std::array<int, 3> sec;
+  };
+  for (S s : {S{32, 8, 128, {24, 20, 20}}, S{4, 2, 32, {6, 5, 5}}}) {
+    const std::vector<int> lens = {1, 40, 300, 1000};
+    const int B = int(lens.size()), width = 1000 / 16 + 2;
+    PagedCache c(s.kv, s.hd, B, width, 50 + s.hd);
+    const int row = (s.heads + 2 * s.kv) * s.hd, Q = s.heads * s.hd;
+    auto qkv = randn_bf16(size_t(B) * row, 60 + s.hd), qn = randn_bf16(size_t(s.hd), 61),
+         kn = randn_bf16(size_t(s.hd), 62);
+    std::vector<int32_t> row_len(lens.begin(), lens.end()), row_seq(static_cast<size_t>(B)),
+        slot(static_cast<size_t>(B));
+    std::vector<int32_t> pos(static_cast<size_t>(3 * B));
+    std::mt19937 rng(63);
+    for (auto& v : pos) v = int32_t(rng() % 5000);
+    for (int b = 0; b < B; ++b) {
+      row_seq[size_t(b)] = b;
+      const int j = lens[size_t(b)] - 1;
+      slot[size_t(b)] = c.table[size_t(b * width + j / c.bs)] * c.bs + j % c.bs;
+    }
+    std::vector<float> inv(static_cast<size_t>(s.hd / 2));
+    std::vector<int32_t> axis(static_cast<size_t>(s.hd / 2));
+    for (int k = 0; k < s.hd / 2; ++k) {
+      inv[size_t(k)] = 1.0f / std::pow(5e6f, float(2 * k) / float(s.hd));
+      axis[size_t(k)] = (k % 3 == 1 && k < 3 * s.sec[1]) ? 1 : (k % 3 == 2 && k < 3 * s.sec[2]) ? 2 : 0;
+    }
+    auto dqkv = to_dev(qkv), dqn = to_dev(qn), dkn = to_dev(kn);
+    auto dlen = to_dev_raw(row_len), dseq = to_dev_raw(row_seq), dslot = to_dev_raw(slot),
+         dpos = to_dev_raw(pos);
+    auto dinv = to_dev_raw(inv);
+    auto dax = to_dev_raw(axis), dt = to_dev_raw(c.table);
+    const int splits = decode_attention_splits(B, s.kv, 132);
+    DevBuf<float> part(decode_attention_partial_floats(B, s.heads, s.hd, splits));
+    DevBuf<int> counters(static_cast<size_t>(B * s.kv));
+    ASSERT_EQ(cudaMemset(counters.p, 0, counters.n * sizeof(int)), cudaSuccess);
+    std::vector<float> out[2], kc[2], vc[2];
+    for (int fused = 0; fused < 2; ++fused) {
+      auto dk = to_dev(c.k), dv = to_dev(c.v);
+      auto dq = poisoned(size_t(B) * Q), dout = poisoned(size_t(B) * Q);
+      DecodeAttentionParams p;
+      p.q = dq->p, p.k = dk->p, p.v = dv->p, p.out = dout->p, p.n = B;
+      p.n_heads = s.heads, p.n_kv = s.kv, p.head_dim = s.hd, p.q_stride = p.out_stride = Q;
+      p.row_len = dlen->p, p.row_seq = dseq->p, p.block_table = dt->p, p.table_width = width,
+      p.block_size = c.bs;
+      p.scale = 1.0f / std::sqrt(float(s.hd)), p.partial = part.p, p.counters = counters.p, p.splits = splits;
+      if (fused) {
+        p.qkv = dqkv->p, p.q_norm = dqn->p, p.k_norm = dkn->p, p.pos = dpos->p, p.pos_stride = B;
+        p.inv_freq = dinv->p, p.axis = dax->p, p.slot = dslot->p, p.k_store = dk->p, p.v_store = dv->p;
+      } else {
+        QkNormRopeParams qp;
+        qp.qkv = dqkv->p, qp.q_norm = dqn->p, qp.k_norm = dkn->p, qp.pos = dpos->p, qp.inv_freq = dinv->p;
+        qp.axis = dax->p, qp.slot = dslot->p, qp.q_out = dq->p, qp.k_cache = dk->p, qp.v_cache = dv->p;
+        qp.n = B, qp.n_heads = s.heads, qp.n_kv = s.kv, qp.head_dim = s.hd;
+        ASSERT_TRUE(launch_qk_norm_rope(qp, 0).is_ok());
+      }
+      ASSERT_TRUE(launch_decode_attention(p, 0).is_ok());
+      out[fused] = from_dev(dout->p, size_t(B) * Q);
+      kc[fused] = from_dev(dk->p, c.k.size());
+      vc[fused] = from_dev(dv->p, c.v.size());
+    }
+    const double eo = rel_l2(out[1], out[0]), ek = rel_l2(kc[1], kc[0]), ev = rel_l2(vc[1], vc[0]);
+    std::printf("fused decode %d/%d hd %d: out rel L2 %.3g, k cache %.3g, v cache %.3g\n", s.heads, s.kv,
+                s.hd, eo, ek, ev);
+    EXPECT_LE(eo, 2e-3);
+    EXPECT_LE(ek, 1e-3);
+    EXPECT_EQ(ev, 0.0);
   }
 }
 

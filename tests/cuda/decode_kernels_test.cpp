@@ -17,14 +17,18 @@ using namespace ost::cuda;
 
 TEST(CudaGemv, AllVariantsMatchCpu) {
   OST_REQUIRE_GPU();
-  struct S { int64_t out, in; bool bias; };
+  struct S {
+    int64_t out, in;
+    bool bias;
+  };
   for (S s : {S{1000, 4096, false}, S{37, 72, true}, S{257, 12288, true}}) {
     for (int n = 1; n <= kGemvMaxRows; ++n) {
       auto x = randn_bf16(size_t(n * s.in), 1 + n), w = randn_bf16(size_t(s.out * s.in), 2, 0.05f),
            b = randn_bf16(size_t(s.out), 3);
       auto dx = to_dev(x), dw = to_dev(w), db = to_dev(b);
       std::vector<float> ref(size_t(n * s.out));
-      ops::matmul(x.data(), n, {ops::WType::F32, w.data(), s.out, s.in}, s.bias ? b.data() : nullptr, ref.data());
+      ops::matmul(x.data(), n, {ops::WType::F32, w.data(), s.out, s.in}, s.bias ? b.data() : nullptr,
+                  ref.data());
       int rows[4];
       const int nv = gemv_variants(n, rows);
       for (int v = 0; v < nv; ++v) {
@@ -54,7 +58,7 @@ TEST(CudaSampling, ArgmaxLogprob) {
   OST_REQUIRE_GPU();
   const int64_t rows = 4, V = 151936;
   auto x = randn_bf16(size_t(rows * V), 11, 3.0f);
-  x[size_t(V + 151935)] = 40.0f;  // the last id
+  x[size_t(V + 151935)] = 40.0f;                           // the last id
   x[size_t(2 * V + 7)] = x[size_t(2 * V + 9000)] = 30.0f;  // a tie: the lower id wins
   auto dx = to_dev(x);
   DevBuf<int32_t> am(static_cast<size_t>(rows));
@@ -105,8 +109,8 @@ TEST(CudaVision, PosEmbedAndRopeTables) {
     axis(g[1], g[3], wl, wh, dw);
     for (int d = 0; d < hidden; ++d) {
       auto t = [&](int a, int b) { return table[size_t((a * ng + b) * hidden + d)]; };
-      const float pe = (1 - dh) * (1 - dw) * t(hl, wl) + (1 - dh) * dw * t(hl, wh) + dh * (1 - dw) * t(hh, wl) +
-                       dh * dw * t(hh, wh);
+      const float pe = (1 - dh) * (1 - dw) * t(hl, wl) + (1 - dh) * dw * t(hl, wh) +
+                       dh * (1 - dw) * t(hh, wl) + dh * dw * t(hh, wh);
       ref[size_t(i * hidden + d)] = round_bf16(x[size_t(i * hidden + d)] + round_bf16(pe));
     }
   }
@@ -125,6 +129,33 @@ TEST(CudaVision, PosEmbedAndRopeTables) {
       EXPECT_NEAR(hc[size_t(i * 2 * quarter + k)], std::cos(double(a)), 1e-6);
       EXPECT_NEAR(hs[size_t(i * 2 * quarter + k)], std::sin(double(a)), 1e-6);
     }
+}
+
+TEST(CudaVision, AddLayerNormAndRope) {
+  OST_REQUIRE_GPU();
+  for (auto [n, d] : {std::pair{3, 64}, std::pair{9, 1152}}) {
+    auto x = randn_bf16(size_t(n * d), 14, 2.0f), dl = randn_bf16(size_t(n * d), 15),
+         w = randn_bf16(size_t(d), 16), b = randn_bf16(size_t(d), 17);
+    auto dx = to_dev(x), ddl = to_dev(dl), dw = to_dev(w), db = to_dev(b);
+    auto dy = poisoned(size_t(n * d));
+    ASSERT_TRUE(launch_add_layer_norm({dx->p, ddl->p, dw->p, db->p, dy->p, n, d, 1e-6f}, 0).is_ok());
+    std::vector<float> xs(x.size()), ref(x.size());
+    ops::add(x.data(), dl.data(), int64_t(x.size()), xs.data());
+    for (auto& v : xs) v = round_bf16(v);
+    ops::layer_norm(xs.data(), n, d, w.data(), b.data(), 1e-6f, ref.data());
+    EXPECT_LE(rel_l2(from_dev(dy->p, ref.size()), ref), 1e-2) << n << "x" << d;
+    EXPECT_EQ(rel_l2(from_dev(dx->p, xs.size()), xs), 0.0) << "residual " << n << "x" << d;
+  }
+  // Rope over q and k heads at once (2·heads heads of each row), head size 72.
+  const int64_t n = 13, heads = 16, hd = 72, stride = 3 * heads * hd;
+  auto x = randn_bf16(size_t(n * stride), 18), cs = randn_bf16(size_t(n * hd / 2), 19),
+       sn = randn_bf16(size_t(n * hd / 2), 20);
+  auto dx = to_dev(x);
+  auto dc = to_dev_raw(cs), ds = to_dev_raw(sn);
+  ASSERT_TRUE(launch_rope({dx->p, dc->p, ds->p, n, stride, int(2 * heads), int(hd)}, 0).is_ok());
+  std::vector<float> r = x;
+  ops::rope(r.data(), n, int(2 * heads), int(hd), stride, cs.data(), sn.data());
+  EXPECT_LE(rel_l2(from_dev(dx->p, r.size()), r), 1e-2);
 }
 
 }  // namespace

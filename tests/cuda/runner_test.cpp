@@ -11,6 +11,8 @@
 #include "cuda_test_util.h"
 #include "backend/ops.h"
 #include "io/seeded.h"
+#include "vision/image.h"
+#include "vision/preprocess.h"
 
 namespace ost::testing {
 namespace {
@@ -262,6 +264,42 @@ TEST(CudaRunner, VisionKeptOnDeviceGivesTheSamePrefill) {
   auto l2 = m->gpu->prefill(**s2, p.ids, *pos, &*dev, false);
   ASSERT_TRUE(l1.is_ok() && l2.is_ok()) << l2.message();
   EXPECT_EQ(rel_l2(*l2, *l1), 0.0);
+}
+
+// RGB8 input cut into patches on the GPU gives the same vision output as the f32 patches of
+// preprocess_image (the same bf16 values go in), here with a resize.
+TEST(CudaRunner, VisionFromRgbMatchesPixelValues) {
+  OST_REQUIRE_GPU();
+  Models* m = Models::get();
+  ASSERT_NE(m, nullptr);
+  ASSERT_TRUE(m->gpu->takes_rgb());
+  auto img = load_image_file(test_data() + "/qwen3vl-tiny/images/shelf_300x200.png");
+  ASSERT_TRUE(img.is_ok()) << img.message();
+  const PreprocessorConfig& pc = m->gpu->preprocessor();
+  PreprocessOptions po;
+  po.min_pixels = pc.min_pixels, po.max_pixels = pc.max_pixels, po.patch_size = pc.patch_size;
+  po.temporal_patch_size = pc.temporal_patch_size, po.merge_size = pc.merge_size;
+  po.mean = pc.image_mean, po.std = pc.image_std, po.rescale_factor = pc.rescale_factor;
+  auto patches = preprocess_image(*img, po);
+  Image resized;
+  auto plan = plan_patches(*img, po, &resized);
+  auto lut = normalize_table(po);
+  ASSERT_TRUE(patches.is_ok() && plan.is_ok() && lut.is_ok());
+  ASSERT_FALSE(resized.rgb.empty());
+  VisionInput a, b;
+  a.grid_thw = b.grid_thw = {{patches->grid_t, patches->grid_h, patches->grid_w}};
+  a.num_patches = b.num_patches = int64_t(patches->grid_t) * patches->grid_h * patches->grid_w;
+  a.pixel_values = patches->pixel_values.data();
+  b.rgb = {&resized};
+  b.lut = &*lut;
+  auto va = m->gpu->encode_images(a), vb = m->gpu->encode_images(b);
+  ASSERT_TRUE(va.is_ok() && vb.is_ok()) << vb.message();
+  EXPECT_EQ(rel_l2(vb->embeds, va->embeds), 0.0);
+  ASSERT_EQ(vb->deepstack.size(), va->deepstack.size());
+  for (size_t j = 0; j < va->deepstack.size(); ++j)
+    EXPECT_EQ(rel_l2(vb->deepstack[j], va->deepstack[j]), 0.0) << j;
+  b.rgb = {img.is_ok() ? &*img : nullptr};  // the unresized image does not match the grid
+  EXPECT_FALSE(m->gpu->encode_images(b).is_ok());
 }
 
 // A prompt prefilled in two calls (the second continues the cache at a length that is no

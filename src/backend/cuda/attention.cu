@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstdlib>
 
 #include "backend/cuda/attention.h"
 #include "backend/cuda/cuda_check.h"
@@ -37,13 +38,15 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-__device__ __forceinline__ void ldsm_x4(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3, const void* p) {
+__device__ __forceinline__ void ldsm_x4(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3,
+                                        const void* p) {
   const unsigned a = unsigned(__cvta_generic_to_shared(p));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
                : "r"(a));
 }
-__device__ __forceinline__ void ldsm_x4_t(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3, const void* p) {
+__device__ __forceinline__ void ldsm_x4_t(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3,
+                                          const void* p) {
   const unsigned a = unsigned(__cvta_generic_to_shared(p));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
@@ -72,10 +75,8 @@ constexpr size_t flash_smem_bytes() {
   return size_t(WARPS * 16 + 4 * kBN) * LD * 2;
 }
 
-// 8 warps at head sizes up to 96 fit two blocks per SM in registers (<= 128 per thread).
 template <int HD, int WARPS, bool PAGED>
-__global__ void __launch_bounds__(WARPS * 32, (WARPS == 8 && HD <= 96) ? 2 : 1)
-    flash_attention_kernel(FlashAttentionParams p) {
+__global__ void __launch_bounds__(WARPS * 32) flash_attention_kernel(FlashAttentionParams p) {
   pdl_trigger();
   pdl_wait();
   constexpr int HDP = (HD + 15) / 16 * 16;  // padded to the mma k-step
@@ -186,7 +187,8 @@ __global__ void __launch_bounds__(WARPS * 32, (WARPS == 8 && HD <= 96) ? 2 : 1)
 #pragma unroll
       for (int ks = 0; ks < HDP / 16; ++ks) {
         uint32_t b0, b1, b2, b3;
-        ldsm_x4(b0, b1, b2, b3, kbuf + (np * 16 + (lane % 8) + 8 * (lane / 16)) * LD + ks * 16 + 8 * ((lane / 8) % 2));
+        ldsm_x4(b0, b1, b2, b3,
+                kbuf + (np * 16 + (lane % 8) + 8 * (lane / 16)) * LD + ks * 16 + 8 * ((lane / 8) % 2));
         mma_bf16(s[2 * np], qf[ks], b0, b1);
         mma_bf16(s[2 * np + 1], qf[ks], b2, b3);
       }
@@ -244,7 +246,8 @@ __global__ void __launch_bounds__(WARPS * 32, (WARPS == 8 && HD <= 96) ? 2 : 1)
 #pragma unroll
       for (int dp = 0; dp < HDP / 16; ++dp) {
         uint32_t b0, b1, b2, b3;
-        ldsm_x4_t(b0, b1, b2, b3, vbuf + (kk * 16 + (lane % 8) + 8 * ((lane / 8) % 2)) * LD + dp * 16 + 8 * (lane / 16));
+        ldsm_x4_t(b0, b1, b2, b3,
+                  vbuf + (kk * 16 + (lane % 8) + 8 * ((lane / 8) % 2)) * LD + dp * 16 + 8 * (lane / 16));
         mma_bf16(o[2 * dp], a, b0, b1);
         mma_bf16(o[2 * dp + 1], a, b2, b3);
       }
@@ -277,7 +280,8 @@ Status run_flash(const FlashAttentionParams& p, unsigned tiles, cudaStream_t s) 
                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     configured = true;
   }
-  OST_CUDA_RET(launch_pdl(flash_attention_kernel<HD, WARPS, PAGED>, dim3(tiles, unsigned(p.n_heads)), dim3(WARPS * 32), smem, s, p));
+  OST_CUDA_RET(launch_pdl(flash_attention_kernel<HD, WARPS, PAGED>, dim3(tiles, unsigned(p.n_heads)),
+                          dim3(WARPS * 32), smem, s, p));
   OST_LAUNCH_RET();
   return Status::ok();
 }
@@ -288,8 +292,10 @@ Status flash_dispatch(const FlashAttentionParams& p, cudaStream_t s) {
     const unsigned tiles = unsigned((p.n + 63) / 64);
     return run_flash<HD, 4, true>(p, tiles, s);
   }
-  // Dense: 8 warps (128 query rows per block, half the K/V traffic per row) when that still
-  // gives about two blocks per SM, else 4.
+  // Dense: 4 warps (64 query rows per block; 3 blocks per SM by registers at head size 72). The
+  // 8-warp shape (128 rows, half the K/V traffic per row, one block per SM) measured slower on
+  // the vision tower at 1280x960 on the H100 (18.7 vs 17.1 ms, 2026-11-25); OST_FLASH_WARPS=8
+  // selects it where there are enough tiles for two blocks per SM.
   int dev = 0, sms = 132;
   if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
   int64_t t64 = 0, t128 = 0;
@@ -299,7 +305,12 @@ Status flash_dispatch(const FlashAttentionParams& p, cudaStream_t s) {
     t128 += (len + 127) / 128;
   }
   if (t64 == 0) return Status::ok();
-  if (t128 * p.n_heads >= 2 * int64_t(sms)) return run_flash<HD, 8, false>(p, unsigned(t128), s);
+  static const int forced = [] {
+    const char* e = std::getenv("OST_FLASH_WARPS");
+    return e ? std::atoi(e) : 0;
+  }();
+  const bool eight = forced == 8 && t128 * p.n_heads >= 2 * int64_t(sms);
+  if (eight) return run_flash<HD, 8, false>(p, unsigned(t128), s);
   return run_flash<HD, 4, false>(p, unsigned(t64), s);
 }
 
@@ -327,12 +338,52 @@ __device__ __forceinline__ void bf8_to_f32(const uint4& u, float* f) {
   }
 }
 
+__device__ __forceinline__ float rbf(float x) { return __bfloat162float(__float2bfloat16(x)); }
+
+// Per-head RMSNorm then M-RoPE of one head (as qk_norm_rope_kernel, kernels.cu) in the decode
+// layout: each of the HD/8 lanes of a key group holds dims d0 .. d0+7 of the head; the rope
+// partner of dim j < HD/2 is j + HD/2, held by the lane HD/16 further on. cs, sn: the row's
+// bf16-rounded cos and sin per j (shared memory). Returns the bf16-rounded results as floats.
+// Every lane of the warp must call it.
+template <int HD>
+__device__ __forceinline__ void norm_rope8(const uint4& raw, const bf16* w, const float* cs, const float* sn,
+                                           float eps, int d0, float* y) {
+  constexpr int LPK = HD / 8, half = HD / 2;
+  float x[8], partner[8];
+  bf8_to_f32(raw, x);
+  float ss = 0.0f;
+#pragma unroll
+  for (int e = 0; e < 8; ++e) ss += x[e] * x[e];
+#pragma unroll
+  for (int o = LPK / 2; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+#pragma unroll
+  for (int e = 0; e < 8; ++e) partner[e] = __shfl_xor_sync(0xffffffffu, x[e], LPK / 2);
+  const float r = 1.0f / sqrtf(ss / float(HD) + eps);
+  const bool first = d0 < half;
+#pragma unroll
+  for (int e = 0; e < 8; ++e) {
+    const int j = (d0 + e) % half;
+    const float x0 = first ? x[e] : partner[e], x1 = first ? partner[e] : x[e];
+    const float n0 = rbf(rbf(x0 * r) * __bfloat162float(w[j]));
+    const float n1 = rbf(rbf(x1 * r) * __bfloat162float(w[j + half]));
+    const float c = cs[j], si = sn[j];
+    y[e] = rbf(first ? rbf(n0 * c) - rbf(n1 * si) : rbf(n1 * c) + rbf(n0 * si));
+  }
+}
+
+__device__ __forceinline__ uint4 f32_to_bf8(const float* f) {
+  Bf8 b;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) b.h[k] = __floats2bfloat162_rn(f[2 * k], f[2 * k + 1]);
+  return *reinterpret_cast<const uint4*>(&b);
+}
+
 template <int HD, int G>
 __global__ void __launch_bounds__(kDecodeWarps * 32) decode_attention_kernel(DecodeAttentionParams p) {
   pdl_trigger();
   pdl_wait();
-  constexpr int LPK = HD / 8;     // lanes per key
-  constexpr int KPW = 32 / LPK;   // keys per warp and load
+  constexpr int LPK = HD / 8;            // lanes per key
+  constexpr int KPW = 32 / LPK;          // keys per warp and load
   constexpr int S = kDecodeWarps * KPW;  // key streams in the block
   constexpr int U = kDecodeUnroll;
   const int64_t i = blockIdx.x;
@@ -347,12 +398,44 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) decode_attention_kernel(Dec
 
   float q[G][8];
   const float sl = p.scale * kLog2e;
+  const bf16* raw =
+      p.qkv ? p.qkv + i * int64_t(p.n_heads + 2 * p.n_kv) * HD : nullptr;  // this row's projection
+  __shared__ float rope_c[HD / 2], rope_s[HD / 2];
+  if (raw) {  // the row's rope angles, once per block: fp32 angle, cos/sin in fp64, rounded to bf16
+    for (int j = threadIdx.x; j < HD / 2; j += kDecodeWarps * 32) {
+      const float a = float(p.pos[int64_t(p.axis[j]) * p.pos_stride + i]) * p.inv_freq[j];
+      rope_c[j] = rbf(float(cos(double(a))));
+      rope_s[j] = rbf(float(sin(double(a))));
+    }
+    __syncthreads();
+  }
 #pragma unroll
   for (int hh = 0; hh < G; ++hh) {
-    const uint4 u = *reinterpret_cast<const uint4*>(p.q + i * p.q_stride + int64_t(g * G + hh) * HD + d0);
-    bf8_to_f32(u, q[hh]);
+    if (raw) {
+      norm_rope8<HD>(*reinterpret_cast<const uint4*>(raw + int64_t(g * G + hh) * HD + d0), p.q_norm, rope_c,
+                     rope_s, p.eps, d0, q[hh]);
+    } else {
+      const uint4 u = *reinterpret_cast<const uint4*>(p.q + i * p.q_stride + int64_t(g * G + hh) * HD + d0);
+      bf8_to_f32(u, q[hh]);
+    }
 #pragma unroll
     for (int e = 0; e < 8; ++e) q[hh][e] *= sl;
+  }
+  // The new token's key and value (fused input): made here by the block that reads them.
+  const int last = len - 1;
+  const bool makes_last = raw && last >= begin && last < end;
+  uint4 k_last = make_uint4(0, 0, 0, 0), v_last = make_uint4(0, 0, 0, 0);
+  if (makes_last) {
+    float kf[8];
+    norm_rope8<HD>(*reinterpret_cast<const uint4*>(raw + int64_t(p.n_heads + g) * HD + d0), p.k_norm, rope_c,
+                   rope_s, p.eps, d0, kf);
+    k_last = f32_to_bf8(kf);
+    v_last = *reinterpret_cast<const uint4*>(raw + int64_t(p.n_heads + p.n_kv + g) * HD + d0);
+    if (stream == 0) {
+      const int64_t off = (int64_t(p.slot[i]) * p.n_kv + g) * HD + d0;
+      *reinterpret_cast<uint4*>(p.k_store + off) = k_last;
+      *reinterpret_cast<uint4*>(p.v_store + off) = v_last;
+    }
   }
   float acc[G][8], m[G], l[G];
 #pragma unroll
@@ -372,7 +455,10 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) decode_attention_kernel(Dec
       const int j = jb + u * S + stream;
       ok[u] = j < end;
       int64_t off = 0;
-      if (ok[u]) {
+      if (makes_last && j == last) {
+        kr[u] = k_last;
+        vr[u] = v_last;
+      } else if (ok[u]) {
         const int64_t slot = int64_t(table[j / p.block_size]) * p.block_size + j % p.block_size;
         off = (slot * p.n_kv + g) * HD + d0;
         kr[u] = __ldg(reinterpret_cast<const uint4*>(p.k + off));
@@ -487,8 +573,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) decode_attention_kernel(Dec
 
 template <int HD, int G>
 Status run_decode(const DecodeAttentionParams& p, cudaStream_t s) {
-  OST_CUDA_RET(launch_pdl(decode_attention_kernel<HD, G>, dim3(unsigned(p.n), unsigned(p.n_kv), unsigned(p.splits)),
-                          dim3(kDecodeWarps * 32), 0, s, p));
+  OST_CUDA_RET(launch_pdl(decode_attention_kernel<HD, G>,
+                          dim3(unsigned(p.n), unsigned(p.n_kv), unsigned(p.splits)), dim3(kDecodeWarps * 32),
+                          0, s, p));
   OST_LAUNCH_RET();
   return Status::ok();
 }
@@ -496,11 +583,16 @@ Status run_decode(const DecodeAttentionParams& p, cudaStream_t s) {
 template <int HD>
 Status decode_dispatch_group(const DecodeAttentionParams& p, cudaStream_t s) {
   switch (p.n_heads / p.n_kv) {
-    case 1: return run_decode<HD, 1>(p, s);
-    case 2: return run_decode<HD, 2>(p, s);
-    case 4: return run_decode<HD, 4>(p, s);
-    case 8: return run_decode<HD, 8>(p, s);
-    default: return make_error("decode attention: group %d is not supported", p.n_heads / p.n_kv);
+    case 1:
+      return run_decode<HD, 1>(p, s);
+    case 2:
+      return run_decode<HD, 2>(p, s);
+    case 4:
+      return run_decode<HD, 4>(p, s);
+    case 8:
+      return run_decode<HD, 8>(p, s);
+    default:
+      return make_error("decode attention: group %d is not supported", p.n_heads / p.n_kv);
   }
 }
 
@@ -508,8 +600,16 @@ Status decode_dispatch_group(const DecodeAttentionParams& p, cudaStream_t s) {
 
 bool flash_attention_supports(int head_dim) {
   switch (head_dim) {
-    case 16: case 32: case 64: case 72: case 80: case 96: case 128: return true;
-    default: return false;
+    case 16:
+    case 32:
+    case 64:
+    case 72:
+    case 80:
+    case 96:
+    case 128:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -520,14 +620,22 @@ Status launch_flash_attention(const FlashAttentionParams& p, cudaStream_t s) {
     return make_error("flash attention: no key addressing given");
   if (p.block_table && p.n == 0) return Status::ok();
   switch (p.head_dim) {
-    case 16: return flash_dispatch<16>(p, s);
-    case 32: return flash_dispatch<32>(p, s);
-    case 64: return flash_dispatch<64>(p, s);
-    case 72: return flash_dispatch<72>(p, s);
-    case 80: return flash_dispatch<80>(p, s);
-    case 96: return flash_dispatch<96>(p, s);
-    case 128: return flash_dispatch<128>(p, s);
-    default: return make_error("flash attention: head_dim %d is not supported", p.head_dim);
+    case 16:
+      return flash_dispatch<16>(p, s);
+    case 32:
+      return flash_dispatch<32>(p, s);
+    case 64:
+      return flash_dispatch<64>(p, s);
+    case 72:
+      return flash_dispatch<72>(p, s);
+    case 80:
+      return flash_dispatch<80>(p, s);
+    case 96:
+      return flash_dispatch<96>(p, s);
+    case 128:
+      return flash_dispatch<128>(p, s);
+    default:
+      return make_error("flash attention: head_dim %d is not supported", p.head_dim);
   }
 }
 
@@ -551,14 +659,23 @@ Status launch_decode_attention(const DecodeAttentionParams& p, cudaStream_t s) {
     return make_error("decode attention: %d heads over %d kv heads of %d dims is not supported", p.n_heads,
                       p.n_kv, p.head_dim);
   if (p.splits < 1 || p.splits > kMaxDecodeSplits) return make_error("decode attention: %d splits", p.splits);
-  if (!p.partial || !p.counters || !p.block_table) return make_error("decode attention: no workspace or block table");
+  if (!p.partial || !p.counters || !p.block_table)
+    return make_error("decode attention: no workspace or block table");
+  if (p.qkv &&
+      (!p.q_norm || !p.k_norm || !p.pos || !p.inv_freq || !p.axis || !p.slot || !p.k_store || !p.v_store))
+    return make_error("decode attention: fused input without its norms, rope tables or cache slots");
   if (p.n == 0) return Status::ok();
   switch (p.head_dim) {
-    case 32: return decode_dispatch_group<32>(p, s);
-    case 64: return decode_dispatch_group<64>(p, s);
-    case 128: return decode_dispatch_group<128>(p, s);
-    case 256: return decode_dispatch_group<256>(p, s);
-    default: return make_error("decode attention: head_dim %d is not supported", p.head_dim);
+    case 32:
+      return decode_dispatch_group<32>(p, s);
+    case 64:
+      return decode_dispatch_group<64>(p, s);
+    case 128:
+      return decode_dispatch_group<128>(p, s);
+    case 256:
+      return decode_dispatch_group<256>(p, s);
+    default:
+      return make_error("decode attention: head_dim %d is not supported", p.head_dim);
   }
 }
 

@@ -72,6 +72,23 @@ struct DecodeAttentionParams {
   float* partial = nullptr;
   int* counters = nullptr;
   int splits = 1;
+  // Fused input (qkv != nullptr; q is then unused): q and the new token's k and v come raw from
+  // the fused projection, as launch_qk_norm_rope takes them (qkv bf16 [n, (n_heads + 2·n_kv)·hd],
+  // pos [3][pos_stride], inv_freq, axis, the q/k RMSNorm weights). Each block normalises and
+  // ropes its q heads; the block whose chunk holds the last key (cache index row_len-1) makes
+  // that key and value itself and stores them at cache slot slot[i], so no other kernel runs
+  // between the projection and attention.
+  const bf16* qkv = nullptr;
+  const bf16* q_norm = nullptr;
+  const bf16* k_norm = nullptr;
+  const int32_t* pos = nullptr;
+  int64_t pos_stride = 0;
+  const float* inv_freq = nullptr;
+  const int32_t* axis = nullptr;
+  const int32_t* slot = nullptr;
+  bf16* k_store = nullptr;  // the caches k and v, written at slot[i]
+  bf16* v_store = nullptr;
+  float eps = 1e-6f;
 };
 constexpr int kMaxDecodeSplits = 32;
 bool decode_attention_supports(int head_dim, int group);

@@ -34,6 +34,9 @@ Result<std::vector<int32_t>> cuda_decode_greedy(ModelRunner& r, const std::vecto
 Result<std::vector<std::pair<std::string, double>>> cuda_profile_decode(
     ModelRunner& r, const std::vector<SequenceState*>& seqs, const std::vector<int32_t>& ids);
 
+// encode_images run eagerly with events between the ops: milliseconds per category.
+Result<std::vector<std::pair<std::string, double>>> cuda_profile_vision(ModelRunner& r, const VisionInput& in);
+
 struct DeviceCeilings {
   std::string device;
   double copy_gb_per_s = 0;   // device-to-device copy, bytes read + written per second

@@ -109,6 +109,7 @@ class CudaRunner final : public ModelRunner {
   const PreprocessorConfig& preprocessor() const override { return cfg_.preprocessor; }
   std::string device_name() const override { return "cuda:" + info_.device; }
   Result<VisionOutput> encode_images(const VisionInput& in) override;
+  bool takes_rgb() const override { return true; }
   Result<std::unique_ptr<SequenceState>> new_sequence(int64_t capacity) override;
   Result<std::vector<float>> prefill(SequenceState& s, const std::vector<int32_t>& ids,
                                      const MropePositions& pos, const VisionOutput* vision,
@@ -123,6 +124,7 @@ class CudaRunner final : public ModelRunner {
   void release_blocks(const std::vector<int32_t>& blocks);
   Result<std::vector<std::pair<std::string, double>>> profile_decode(const std::vector<SequenceState*>& seqs,
                                                                      const std::vector<int32_t>& ids);
+  Result<std::vector<std::pair<std::string, double>>> profile_vision(const VisionInput& in);
 
  private:
   // Per-row int32 inputs of a forward, each a field of kMaxRows in the staging area, followed
@@ -185,6 +187,7 @@ class CudaRunner final : public ModelRunner {
                  float* host_logits = nullptr);
   void mark_start();
   void mark(const char* category);  // profiling: time since the previous mark goes to category
+  std::vector<std::pair<std::string, double>> collect_marks();
   Status decode_step(const std::vector<SequenceState*>& seqs, const std::vector<int32_t>& ids);
 
   FolderConfigs cfg_;
@@ -229,6 +232,7 @@ class CudaRunner final : public ModelRunner {
 
   std::vector<std::pair<int, int>> dirty_tables_;  // (staging row, blocks) to upload next
   bool fast_attention_ = true;  // flash / split-K attention (OST_ATTN=simt: the generic kernel)
+  bool fused_qk_ = false;       // decode: q/k norm + rope inside the attention kernel (OST_FUSED_QK=1)
   std::vector<uint64_t> staged_owner_;  // sequence id whose block table each staging row holds
   uint64_t next_seq_id_ = 1;
   int32_t* staging_host_ = nullptr;  // pinned

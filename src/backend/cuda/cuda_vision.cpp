@@ -27,7 +27,8 @@ void for_each_patch_merge_order(int h, int w, int m, F&& f) {
 
 // Per patch row in merge-block order: (row, col, grid_h, grid_w) of its frame; and the
 // attention segments (one per frame).
-void patch_geometry(const std::vector<Grid>& grids, int m, std::vector<int32_t>& geo, std::vector<int32_t>& cu) {
+void patch_geometry(const std::vector<Grid>& grids, int m, std::vector<int32_t>& geo,
+                    std::vector<int32_t>& cu) {
   cu.assign(1, 0);
   for (const Grid& g : grids)
     for (int t = 0; t < g.t; ++t) {
@@ -123,7 +124,21 @@ Result<VisionOutput> CudaRunner::encode_images(const VisionInput& in) {
   if (total != in.num_patches)
     return make_error("encode_images: the grids cover %lld patches but %lld were given",
                       (long long)total, (long long)in.num_patches);
-  if (!in.pixel_values) return make_error("encode_images: pixel_values is null");
+  const bool rgb = !in.rgb.empty();
+  if (rgb) {  // RGB8 images cut into patches here: one frame each, at the grid's size
+    if (in.rgb.size() != grids.size() || !in.lut)
+      return make_error("encode_images: %zu RGB images for %zu grids", in.rgb.size(), grids.size());
+    for (size_t i = 0; i < grids.size(); ++i) {
+      const Image* im = in.rgb[i];
+      if (!im || grids[i].t != 1 || im->width != grids[i].w * c.patch_size ||
+          im->height != grids[i].h * c.patch_size || im->rgb.size() != size_t(im->width) * im->height * 3)
+        return make_error("encode_images: RGB image %zu does not match its grid (%d, %d, %d)", i, grids[i].t,
+                          grids[i].h, grids[i].w);
+    }
+    if (c.in_channels != 3) return make_error("encode_images: RGB input needs 3 input channels");
+  } else if (!in.pixel_values) {
+    return make_error("encode_images: pixel_values is null");
+  }
 
   const int64_t N = in.num_patches, H = c.hidden_size, I = c.intermediate_size, P = c.patch_dim();
   const int64_t M = N / (m * m), O = c.out_hidden_size;
@@ -138,13 +153,16 @@ Result<VisionOutput> CudaRunner::encode_images(const VisionInput& in) {
   for (int k = 0; k < quarter; ++k)
     inv[size_t(k)] = 1.0f / std::pow(float(c.rope_theta), float(2 * k) / float(hd / 2));
 
-  auto ws = vision_ws_.carve({size_t(N * P) * 4, size_t(N * P) * 2, size_t(N * H) * 2, size_t(N * H) * 2,
-                              size_t(N * 3 * H) * 2, size_t(N * H) * 2, size_t(N * I) * 2, size_t(N * hd / 2) * 4,
-                              size_t(N * hd / 2) * 4, geo.size() * 4, cu.size() * 4, inv.size() * 4,
-                              size_t(in.keep_on_device ? 0 : n_out * M * O) * 2, size_t(M * O) * 4},
-                             st);
+  size_t rgb_bytes = 0;
+  for (const Image* im : in.rgb) rgb_bytes += im->rgb.size();
+  auto ws = vision_ws_.carve(
+      {rgb ? rgb_bytes + 3 * 256 * 4 : size_t(N * P) * 4, size_t(N * P) * 2, size_t(N * H) * 2,
+       size_t(N * H) * 2, size_t(N * 3 * H) * 2, size_t(N * H) * 2, size_t(N * I) * 2, size_t(N * hd / 2) * 4,
+       size_t(N * hd / 2) * 4, geo.size() * 4, cu.size() * 4, inv.size() * 4,
+       size_t(in.keep_on_device ? 0 : n_out * M * O) * 2, size_t(M * O) * 4},
+      st);
   OST_TRY(ws.status());
-  auto* px32 = static_cast<float*>((*ws)[0]);  // f32 [N, patch_dim]
+  auto* px32 = static_cast<float*>((*ws)[0]);  // f32 [N, patch_dim], or the LUT and the RGB8 images
   auto* px = static_cast<bf16*>((*ws)[1]);     // bf16 [N, patch_dim]
   auto* x = static_cast<bf16*>((*ws)[2]);      // bf16 [N, hidden], the residual stream
   auto* h = static_cast<bf16*>((*ws)[3]);      // bf16 [N, hidden]
@@ -168,15 +186,34 @@ Result<VisionOutput> CudaRunner::encode_images(const VisionInput& in) {
     outs = kept->data;
   }
 
-  // The reference casts the pixels to bf16 first.
-  OST_CUDA_RET(cudaMemcpyAsync(px32, in.pixel_values, size_t(N * P) * 4, cudaMemcpyHostToDevice, st));
+  mark_start();
   OST_CUDA_RET(cudaMemcpyAsync(geo_d, geo.data(), geo.size() * 4, cudaMemcpyHostToDevice, st));
   OST_CUDA_RET(cudaMemcpyAsync(cu_d, cu.data(), cu.size() * 4, cudaMemcpyHostToDevice, st));
   OST_CUDA_RET(cudaMemcpyAsync(inv_d, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice, st));
-  OST_TRY(launch_f32_to_bf16(px32, px, N * P, st));
+  // The reference casts the pixels to bf16 first.
+  if (rgb) {
+    float* lut_d = px32;
+    auto* bytes = reinterpret_cast<uint8_t*>(px32 + 3 * 256);
+    OST_CUDA_RET(cudaMemcpyAsync(lut_d, in.lut->data(), 3 * 256 * 4, cudaMemcpyHostToDevice, st));
+    int64_t row0 = 0;
+    for (size_t i = 0; i < in.rgb.size(); ++i) {
+      const Image& im = *in.rgb[i];
+      OST_CUDA_RET(cudaMemcpyAsync(bytes, im.rgb.data(), im.rgb.size(), cudaMemcpyHostToDevice, st));
+      const int64_t rows = int64_t(grids[i].h) * grids[i].w;
+      OST_TRY(launch_vision_patchify({bytes, im.width, geo_d + 4 * row0, rows, lut_d, c.patch_size,
+                                      c.temporal_patch_size, px + row0 * P}, st));
+      bytes += im.rgb.size();
+      row0 += rows;
+    }
+  } else {
+    OST_CUDA_RET(cudaMemcpyAsync(px32, in.pixel_values, size_t(N * P) * 4, cudaMemcpyHostToDevice, st));
+    OST_TRY(launch_f32_to_bf16(px32, px, N * P, st));
+  }
+  mark("upload + patches");
   OST_TRY(gemm_.run(px, N, patch_.w, H, P, patch_.b, x, st));
   OST_TRY(launch_vision_pos_embed({x, pos_table_, geo_d, N, int(H), host_->vision.pos_grid}, st));
   OST_TRY(launch_vision_rope_tables(geo_d, inv_d, N, quarter, cs, sn, st));
+  mark("patch embed + pos");
 
   const bool flash = fast_attention_ && flash_attention_supports(hd);
   std::vector<int32_t> row_start, row_len;  // the generic kernel's addressing
@@ -199,11 +236,16 @@ Result<VisionOutput> CudaRunner::encode_images(const VisionInput& in) {
     OST_CUDA_RET(cudaMemcpyAsync(rl_d, row_len.data(), size_t(N) * 4, cudaMemcpyHostToDevice, st));
   }
 
+  // Each residual add is fused with the LayerNorm after it (the next block's norm1 included),
+  // so h holds norm1's output when a block starts.
+  OST_TRY(launch_layer_norm({x, vblocks_[0].norm1.w, vblocks_[0].norm1.b, h, N, int(H), eps}, st));
   for (int l = 0; l < c.depth; ++l) {
     const VBlock& b = vblocks_[size_t(l)];
-    OST_TRY(launch_layer_norm({x, b.norm1.w, b.norm1.b, h, N, int(H), eps}, st));
+    mark("norm / residual / gelu");
     OST_TRY(gemm_.run(h, N, b.qkv.w, 3 * H, H, b.qkv.b, qkv, st));
+    mark("gemm qkv");
     OST_TRY(launch_rope({qkv, cs, sn, N, 3 * H, 2 * heads, hd}, st));  // the q heads, then the k heads
+    mark("rope");
     const float scale = float(1.0 / std::sqrt(double(hd)));
     if (flash) {
       FlashAttentionParams ap;
@@ -236,18 +278,33 @@ Result<VisionOutput> CudaRunner::encode_images(const VisionInput& in) {
       ap.scale = scale;
       OST_TRY(launch_attention(ap, st));
     }
+    mark("attention");
     OST_TRY(gemm_.run(at, N, b.proj.w, H, H, b.proj.b, h, st));
-    OST_TRY(launch_add(x, h, N * H, st));
-    OST_TRY(launch_layer_norm({x, b.norm2.w, b.norm2.b, h, N, int(H), eps}, st));
-    OST_TRY(gemm_.run(h, N, b.fc1.w, I, H, b.fc1.b, ml, st));
+    mark("gemm proj");
+    OST_TRY(launch_add_layer_norm({x, h, b.norm2.w, b.norm2.b, at, N, int(H), eps}, st));
+    mark("norm / residual / gelu");
+    OST_TRY(gemm_.run(at, N, b.fc1.w, I, H, b.fc1.b, ml, st));
+    mark("gemm fc1");
     OST_TRY(launch_gelu(ml, N * I, /*erf=*/false, st));
+    mark("norm / residual / gelu");
     OST_TRY(gemm_.run(ml, N, b.fc2.w, H, I, b.fc2.b, h, st));
-    OST_TRY(launch_add(x, h, N * H, st));
+    mark("gemm fc2");
+    if (l + 1 < c.depth) {
+      const VBlock& next = vblocks_[size_t(l + 1)];
+      OST_TRY(launch_add_layer_norm({x, h, next.norm1.w, next.norm1.b, at, N, int(H), eps}, st));
+      std::swap(h, at);  // h: the next block's norm1 output; at: free until its attention
+    } else {
+      OST_TRY(launch_add(x, h, N * H, st));
+    }
+    mark("norm / residual / gelu");
     for (size_t j = 0; j < c.deepstack_visual_indexes.size(); ++j)
       if (c.deepstack_visual_indexes[j] == l)
-        OST_TRY(run_merger(ds_mergers_[j], x, N, /*norm_after_merge=*/true, at, ml, outs + int64_t(1 + j) * M * O));
+        OST_TRY(run_merger(ds_mergers_[j], x, N, /*norm_after_merge=*/true, at, ml,
+                           outs + int64_t(1 + j) * M * O));
+    mark("mergers");
   }
   OST_TRY(run_merger(merger_, x, N, /*norm_after_merge=*/false, at, ml, outs));
+  mark("mergers");
 
   VisionOutput out;
   out.n_merged = M;

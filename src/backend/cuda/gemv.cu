@@ -2,10 +2,12 @@
 // chunks t, t + 256, ... of `in`, two chunks per iteration so 2·R loads of W are in flight
 // before the first FMA. x (n rows) is read through L1, once per chunk for all R rows.
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "backend/cuda/cuda_check.h"
-#include "backend/cuda/pdl.h"
 #include "backend/cuda/gemv.h"
+#include "backend/cuda/pdl.h"
 
 namespace ost::cuda {
 namespace {
@@ -56,12 +58,14 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvParams p) {
   const uint4* w4 = reinterpret_cast<const uint4*>(p.w);
   const uint4* wr[R];
 #pragma unroll
-  for (int r = 0; r < R; ++r) wr[r] = w4 + std::min(o0 + r, p.out - 1) * chunks;  // tail rows re-read the last
-  // The weights do not depend on the kernels before: start pulling this thread's share into
-  // L2 while they finish (programmatic dependent launch), then wait for x.
-  for (int64_t c = threadIdx.x; c < chunks; c += kThreads)
+  for (int r = 0; r < R; ++r)
+    wr[r] = w4 + std::min(o0 + r, p.out - 1) * chunks;  // tail rows re-read the last
+  // The weights do not depend on the kernels before: optionally start pulling this thread's
+  // share into L2 while they finish (programmatic dependent launch), then wait for x.
+  if (p.prefetch)
+    for (int64_t c = threadIdx.x; c < chunks; c += kThreads)
 #pragma unroll
-    for (int r = 0; r < R; ++r) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(wr[r] + c));
+      for (int r = 0; r < R; ++r) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(wr[r] + c));
   pdl_wait();
   float acc[N][R];
 #pragma unroll
@@ -116,16 +120,23 @@ template <int N>
 Status launch_n(const GemvParams& p, int R, bool pdl, cudaStream_t s) {
   const auto blocks = [&](int r) { return unsigned((p.out + r - 1) / r); };
   switch (R) {
-    case 1: OST_CUDA_RET(launch_pdl(pdl, gemv_kernel<N, 1>, dim3(blocks(1)), dim3(kThreads), 0, s, p)); break;
-    case 2: OST_CUDA_RET(launch_pdl(pdl, gemv_kernel<N, 2>, dim3(blocks(2)), dim3(kThreads), 0, s, p)); break;
-    case 4: OST_CUDA_RET(launch_pdl(pdl, gemv_kernel<N, 4>, dim3(blocks(4)), dim3(kThreads), 0, s, p)); break;
+    case 1:
+      OST_CUDA_RET(launch_pdl(pdl, gemv_kernel<N, 1>, dim3(blocks(1)), dim3(kThreads), 0, s, p));
+      break;
+    case 2:
+      OST_CUDA_RET(launch_pdl(pdl, gemv_kernel<N, 2>, dim3(blocks(2)), dim3(kThreads), 0, s, p));
+      break;
+    case 4:
+      OST_CUDA_RET(launch_pdl(pdl, gemv_kernel<N, 4>, dim3(blocks(4)), dim3(kThreads), 0, s, p));
+      break;
     case 8:
       if constexpr (N <= 4) {
         OST_CUDA_RET(launch_pdl(pdl, gemv_kernel<N, 8>, dim3(blocks(8)), dim3(kThreads), 0, s, p));
         break;
       }
       [[fallthrough]];
-    default: return make_error("gemv: %d rows per block is not a variant for n = %d", R, N);
+    default:
+      return make_error("gemv: %d rows per block is not a variant for n = %d", R, N);
   }
   OST_LAUNCH_RET();
   return Status::ok();
@@ -145,19 +156,36 @@ int gemv_variants(int64_t n, int* rows_per_block) {
   return k;
 }
 
-Status launch_gemv(const GemvParams& p, int R, cudaStream_t s, bool allow_pdl) {
+Status launch_gemv(const GemvParams& params, int R, cudaStream_t s, bool allow_pdl) {
+  // OST_GEMV_PREFETCH=1: pull W into L2 before waiting (measured slower on the H100, 2026-11-25:
+  // the prefetches of the next GEMV compete with the running one for DRAM and L2).
+  static const bool prefetch = [] {
+    const char* e = std::getenv("OST_GEMV_PREFETCH");
+    return e && std::strcmp(e, "1") == 0;
+  }();
   const bool pdl = allow_pdl && pdl_enabled();
+  GemvParams p = params;
+  p.prefetch = pdl && prefetch;  // only useful while an earlier kernel still runs
   if (p.out <= 0) return Status::ok();
-  if (!gemv_supports(p.n, p.in, p.x, p.w)) return make_error("gemv: n = %d, in = %lld is not supported", p.n, (long long)p.in);
+  if (!gemv_supports(p.n, p.in, p.x, p.w))
+    return make_error("gemv: n = %d, in = %lld is not supported", p.n, (long long)p.in);
   switch (p.n) {
-    case 1: return launch_n<1>(p, R, pdl, s);
-    case 2: return launch_n<2>(p, R, pdl, s);
-    case 3: return launch_n<3>(p, R, pdl, s);
-    case 4: return launch_n<4>(p, R, pdl, s);
-    case 5: return launch_n<5>(p, R, pdl, s);
-    case 6: return launch_n<6>(p, R, pdl, s);
-    case 7: return launch_n<7>(p, R, pdl, s);
-    default: return launch_n<8>(p, R, pdl, s);
+    case 1:
+      return launch_n<1>(p, R, pdl, s);
+    case 2:
+      return launch_n<2>(p, R, pdl, s);
+    case 3:
+      return launch_n<3>(p, R, pdl, s);
+    case 4:
+      return launch_n<4>(p, R, pdl, s);
+    case 5:
+      return launch_n<5>(p, R, pdl, s);
+    case 6:
+      return launch_n<6>(p, R, pdl, s);
+    case 7:
+      return launch_n<7>(p, R, pdl, s);
+    default:
+      return launch_n<8>(p, R, pdl, s);
   }
 }
 

@@ -20,6 +20,7 @@ struct GemvParams {
   __nv_bfloat16* y = nullptr;           // bf16 [n, out]
   int n = 0;
   int64_t out = 0, in = 0;
+  bool prefetch = false;  // set by launch_gemv (OST_GEMV_PREFETCH=1): pull W into L2 before waiting
 };
 
 constexpr int kGemvMaxRows = 8;

@@ -1,7 +1,7 @@
 // The CUDA kernels of kernels.h. Row kernels use one block per row and 16-byte accesses where
-// the row length allows; attention keeps one warp per key stream and merges the warps at the end
-// (flash-decoding inside one block), which is enough while attention is a small share of the
-// step (decode reads the weights once per token; prefill is GEMM-bound).
+// the row length allows. The generic attention keeps one warp per key stream and merges the
+// warps at the end; it is the fallback for head sizes the kernels of attention.h do not cover.
+// Every kernel is launched through launch_pdl (pdl.h).
 #include <cfloat>
 #include <cmath>
 #include <cstdlib>
@@ -118,16 +118,25 @@ __global__ void add_rms_norm_kernel(AddRmsNormParams p) {
   }
 }
 
-__global__ void layer_norm_kernel(LayerNormParams p) {
+// delta != nullptr: the residual add first, x = bf16(x + delta) written back (each thread
+// re-reads only the chunks it wrote).
+__global__ void layer_norm_kernel(LayerNormParams p, bf16* x_rw, const bf16* delta) {
   pdl_trigger();
   pdl_wait();
   const int64_t row = blockIdx.x;
-  const bf16* x = p.x + row * p.d;
+  const bf16* x = (delta ? x_rw : p.x) + row * p.d;
   const int nc = p.d / 8;
   float s = 0.0f;
   for (int c = threadIdx.x; c < nc; c += blockDim.x) {
     float v[8];
     unpack8(reinterpret_cast<const Pack8*>(x)[c], v);
+    if (delta) {
+      float dl[8];
+      unpack8(reinterpret_cast<const Pack8*>(delta + row * p.d)[c], dl);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) v[k] = rb(v[k] + dl[k]);
+      reinterpret_cast<Pack8*>(x_rw + row * p.d)[c] = pack8(v);
+    }
 #pragma unroll
     for (int k = 0; k < 8; ++k) s += v[k];
   }
@@ -240,16 +249,18 @@ __global__ void gelu_kernel(bf16* x, int64_t n, bool erf_form) {
   }
 }
 
+// One thread per rope pair (row, head, j): consecutive threads take consecutive j of a head,
+// so a warp's loads are contiguous whatever the head size.
 __global__ void rope_kernel(RopeParams p) {
   pdl_trigger();
   pdl_wait();
-  const int64_t wid = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
-  const int lane = threadIdx.x % 32;
-  if (wid >= p.n * p.n_heads) return;
-  const int64_t r = wid / p.n_heads;
-  const int h = int(wid % p.n_heads), half = p.head_dim / 2;
-  bf16* x = p.x + r * p.row_stride + int64_t(h) * p.head_dim;
-  for (int j = lane; j < half; j += 32) {
+  const int half = p.head_dim / 2;
+  const int64_t per_row = int64_t(p.n_heads) * half, total = p.n * per_row;
+  for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < total;
+       k += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = k / per_row;
+    const int h = int((k % per_row) / half), j = int(k % half);
+    bf16* x = p.x + r * p.row_stride + int64_t(h) * p.head_dim;
     const float a = __bfloat162float(x[j]), b = __bfloat162float(x[j + half]);
     const float c = p.cos[r * half + j], s = p.sin[r * half + j];
     x[j] = __float2bfloat16(a * c - b * s);
@@ -458,7 +469,8 @@ __global__ void vision_pos_embed_kernel(VisionPosEmbedParams p) {
   axis(pt.x, pt.z, hl, hh, dh);
   axis(pt.y, pt.w, wl, wh, dw);
   const float wt[4] = {(1 - dh) * (1 - dw), (1 - dh) * dw, dh * (1 - dw), dh * dw};
-  const int64_t idx[4] = {int64_t(hl) * ng + wl, int64_t(hl) * ng + wh, int64_t(hh) * ng + wl, int64_t(hh) * ng + wh};
+  const int64_t idx[4] = {int64_t(hl) * ng + wl, int64_t(hl) * ng + wh, int64_t(hh) * ng + wl,
+                          int64_t(hh) * ng + wh};
   bf16* x = p.x + r * p.hidden;
   for (int c = threadIdx.x; c < p.hidden / 8; c += blockDim.x) {
     float acc[8], t[8], xv[8];
@@ -474,6 +486,21 @@ __global__ void vision_pos_embed_kernel(VisionPosEmbedParams p) {
 #pragma unroll
     for (int k = 0; k < 8; ++k) xv[k] = xv[k] + rb(acc[k]);
     reinterpret_cast<Pack8*>(x)[c] = pack8(xv);
+  }
+}
+
+// One block per patch row, threads over its columns.
+__global__ void vision_patchify_kernel(VisionPatchifyParams p) {
+  pdl_trigger();
+  pdl_wait();
+  const int64_t r = blockIdx.x;
+  const int P = p.patch_size, PP = P * P, cols = 3 * p.temporal * PP;
+  const int y0 = p.patch[4 * r] * P, x0 = p.patch[4 * r + 1] * P;
+  bf16* out = p.out + r * cols;
+  for (int k = threadIdx.x; k < cols; k += blockDim.x) {
+    const int c = k / (p.temporal * PP), q = k % PP;
+    const int y = y0 + q / P, x = x0 + q % P;
+    out[k] = __float2bfloat16(p.lut[c * 256 + p.rgb[(int64_t(y) * p.width + x) * 3 + c]]);
   }
 }
 
@@ -539,7 +566,18 @@ Status launch_add_rms_norm(const AddRmsNormParams& p, cudaStream_t s) {
 Status launch_layer_norm(const LayerNormParams& p, cudaStream_t s) {
   if (p.d % 8 != 0) return make_error("layer_norm: d = %d is not a multiple of 8", p.d);
   if (p.n == 0) return Status::ok();
-  OST_CUDA_RET(launch_pdl(layer_norm_kernel, dim3(unsigned(p.n)), dim3(row_threads(p.d / 8)), 0, s, p));
+  OST_CUDA_RET(launch_pdl(layer_norm_kernel, dim3(unsigned(p.n)), dim3(row_threads(p.d / 8)), 0, s, p,
+                          static_cast<bf16*>(nullptr), static_cast<const bf16*>(nullptr)));
+  OST_LAUNCH_RET();
+  return Status::ok();
+}
+
+Status launch_add_layer_norm(const AddLayerNormParams& a, cudaStream_t s) {
+  if (a.d % 8 != 0) return make_error("add_layer_norm: d = %d is not a multiple of 8", a.d);
+  if (a.n == 0) return Status::ok();
+  const LayerNormParams p{a.x, a.w, a.b, a.y, a.n, a.d, a.eps};
+  OST_CUDA_RET(launch_pdl(layer_norm_kernel, dim3(unsigned(p.n)), dim3(row_threads(p.d / 8)), 0, s, p, a.x,
+                          a.delta));
   OST_LAUNCH_RET();
   return Status::ok();
 }
@@ -577,8 +615,8 @@ Status launch_gelu(bf16* x, int64_t n, bool erf, cudaStream_t s) {
 
 Status launch_rope(const RopeParams& p, cudaStream_t s) {
   if (p.n == 0) return Status::ok();
-  const int64_t warps = p.n * p.n_heads;
-  OST_CUDA_RET(launch_pdl(rope_kernel, dim3(unsigned((warps * 32 + 127) / 128)), dim3(128), 0, s, p));
+  OST_CUDA_RET(
+      launch_pdl(rope_kernel, dim3(grid_for(p.n * p.n_heads * (p.head_dim / 2), 256)), dim3(256), 0, s, p));
   OST_LAUNCH_RET();
   return Status::ok();
 }
@@ -626,15 +664,24 @@ Status launch_f32_to_bf16(const float* x, bf16* y, int64_t n, cudaStream_t s) {
 Status launch_vision_pos_embed(const VisionPosEmbedParams& p, cudaStream_t s) {
   if (p.hidden % 8 != 0) return make_error("vision_pos_embed: hidden %d is not a multiple of 8", p.hidden);
   if (p.n == 0) return Status::ok();
-  OST_CUDA_RET(launch_pdl(vision_pos_embed_kernel, dim3(unsigned(p.n)), dim3(row_threads(p.hidden / 8)), 0, s, p));
+  OST_CUDA_RET(
+      launch_pdl(vision_pos_embed_kernel, dim3(unsigned(p.n)), dim3(row_threads(p.hidden / 8)), 0, s, p));
   OST_LAUNCH_RET();
   return Status::ok();
 }
 
-Status launch_vision_rope_tables(const int32_t* patch, const float* inv_freq, int64_t n, int quarter, float* cos,
-                                 float* sin, cudaStream_t s) {
+Status launch_vision_patchify(const VisionPatchifyParams& p, cudaStream_t s) {
+  if (p.n == 0) return Status::ok();
+  OST_CUDA_RET(launch_pdl(vision_patchify_kernel, dim3(unsigned(p.n)), dim3(256), 0, s, p));
+  OST_LAUNCH_RET();
+  return Status::ok();
+}
+
+Status launch_vision_rope_tables(const int32_t* patch, const float* inv_freq, int64_t n, int quarter,
+                                 float* cos, float* sin, cudaStream_t s) {
   if (n == 0) return Status::ok();
-  OST_CUDA_RET(launch_pdl(vision_rope_tables_kernel, dim3(grid_for(n * 2 * quarter, 256)), dim3(256), 0, s, patch, inv_freq, n, quarter, cos, sin));
+  OST_CUDA_RET(launch_pdl(vision_rope_tables_kernel, dim3(grid_for(n * 2 * quarter, 256)), dim3(256), 0, s,
+                          patch, inv_freq, n, quarter, cos, sin));
   OST_LAUNCH_RET();
   return Status::ok();
 }

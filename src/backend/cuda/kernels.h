@@ -64,6 +64,20 @@ struct LayerNormParams {
 };
 Status launch_layer_norm(const LayerNormParams& p, cudaStream_t s);
 
+// Residual add + LayerNorm: x = bf16(x + delta) in place, then y = LayerNorm(x) as above
+// (y must not alias x or delta).
+struct AddLayerNormParams {
+  bf16* x = nullptr;
+  const bf16* delta = nullptr;
+  const bf16* w = nullptr;
+  const bf16* b = nullptr;
+  bf16* y = nullptr;
+  int64_t n = 0;
+  int d = 0;
+  float eps = 1e-6f;
+};
+Status launch_add_layer_norm(const AddLayerNormParams& p, cudaStream_t s);
+
 // Text attention input: per head RMSNorm of q and k (weights [head_dim]), then interleaved
 // M-RoPE on both, q to q_out, k and v into the paged cache at slot[i] (row slot·n_kv + head).
 //   qkv: bf16 [n, (n_heads + 2·n_kv) · hd], the fused projection (q | k | v, head-major)
@@ -164,10 +178,25 @@ struct VisionPosEmbedParams {
 };
 Status launch_vision_pos_embed(const VisionPosEmbedParams& p, cudaStream_t s);
 
+// Patch rows cut from one RGB8 image (as preprocess_image, cast to bf16): row r is the patch at
+// (patch[4r], patch[4r+1]) (row, col in patches) of rgb [height, width, 3]; its column
+// c·T·P·P + t·P·P + py·P + px (every t the same frame) = bf16(lut[c·256 + byte]).
+// out bf16 [n, 3·T·P·P].
+struct VisionPatchifyParams {
+  const uint8_t* rgb = nullptr;
+  int width = 0;
+  const int32_t* patch = nullptr;
+  int64_t n = 0;
+  const float* lut = nullptr;  // f32 [3][256]
+  int patch_size = 16, temporal = 2;
+  bf16* out = nullptr;
+};
+Status launch_vision_patchify(const VisionPatchifyParams& p, cudaStream_t s);
+
 // 2-D rope tables of the vision tower: cos, sin f32 [n, 2·quarter]; slot k < quarter is driven
 // by the patch row, slot quarter + k by its column: angle = float(pos) · inv_freq[k] in fp32,
 // cos/sin in fp64 then rounded to fp32 (as the host code).
-Status launch_vision_rope_tables(const int32_t* patch, const float* inv_freq, int64_t n, int quarter, float* cos,
-                                 float* sin, cudaStream_t s);
+Status launch_vision_rope_tables(const int32_t* patch, const float* inv_freq, int64_t n, int quarter,
+                                 float* cos, float* sin, cudaStream_t s);
 
 }  // namespace ost::cuda
