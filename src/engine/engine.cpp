@@ -13,8 +13,8 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Length of the longest suffix of `text` that is a proper prefix of a stop string: that much
-// text must be held back from a stream until it is known not to start a stop string.
+}  // namespace
+
 size_t stop_holdback(const std::string& text, const std::vector<std::string>& stops) {
   size_t hold = 0;
   for (auto& s : stops) {
@@ -28,7 +28,24 @@ size_t stop_holdback(const std::string& text, const std::vector<std::string>& st
   return hold;
 }
 
-}  // namespace
+Result<PreprocessOptions> preprocess_options(const PreprocessorConfig& pc, int64_t min_pixels, int64_t max_pixels) {
+  PreprocessOptions po;
+  po.min_pixels = min_pixels > 0 ? min_pixels : pc.min_pixels;
+  po.max_pixels = max_pixels > 0 ? max_pixels : pc.max_pixels;
+  if (po.min_pixels > po.max_pixels) {
+    if (min_pixels > 0 && max_pixels > 0)
+      return make_error("min_pixels %lld exceeds max_pixels %lld", (long long)min_pixels, (long long)max_pixels);
+    if (max_pixels > 0) po.min_pixels = po.max_pixels;
+    else po.max_pixels = po.min_pixels;
+  }
+  po.patch_size = pc.patch_size;
+  po.temporal_patch_size = pc.temporal_patch_size;
+  po.merge_size = pc.merge_size;
+  po.mean = pc.image_mean;
+  po.std = pc.image_std;
+  po.rescale_factor = pc.rescale_factor;
+  return po;
+}
 
 Result<std::unique_ptr<Engine>> Engine::load(const std::string& dir, const EngineOptions& opt) {
   if (opt.device != "cpu" && opt.device != "cuda" && opt.device != "auto")
@@ -48,12 +65,11 @@ Result<std::unique_ptr<Engine>> Engine::load(const std::string& dir, const Engin
   return e;
 }
 
-Result<std::vector<int32_t>> Engine::prompt_ids(const GenerateRequest& req,
-                                                const std::vector<ImagePatches>& patches) const {
-  auto text = format_chat(req.messages);
+Result<std::vector<int32_t>> build_prompt_ids(const Tokenizer& tok, const std::vector<ChatMessage>& messages,
+                                              const std::vector<ImagePatches>& patches, int32_t pad) {
+  auto text = format_chat(messages);
   if (!text) return Error{text.message()};
-  std::vector<int32_t> raw = tokenizer_.encode(*text);
-  const int32_t pad = model_->config().image_token_id;
+  std::vector<int32_t> raw = tok.encode(*text);
   std::vector<int32_t> ids;
   ids.reserve(raw.size());
   size_t img = 0;
@@ -73,6 +89,11 @@ Result<std::vector<int32_t>> Engine::prompt_ids(const GenerateRequest& req,
   return ids;
 }
 
+Result<std::vector<int32_t>> Engine::prompt_ids(const GenerateRequest& req,
+                                                const std::vector<ImagePatches>& patches) const {
+  return build_prompt_ids(tokenizer_, req.messages, patches, model_->config().image_token_id);
+}
+
 Result<GenerateResult> Engine::generate(const GenerateRequest& req, const TokenCallback& on_token) {
   OST_TRY(validate(req.sampling));
   if (req.max_tokens < 0) return make_error("max_tokens must be >= 0");
@@ -84,18 +105,9 @@ Result<GenerateResult> Engine::generate(const GenerateRequest& req, const TokenC
   auto t0 = std::chrono::steady_clock::now();
 
   // Images -> patches (per-request pixel bounds override the model's).
-  PreprocessOptions po;
-  const PreprocessorConfig& pc = model_->preprocessor();
-  po.min_pixels = req.min_pixels > 0 ? req.min_pixels : pc.min_pixels;
-  po.max_pixels = req.max_pixels > 0 ? req.max_pixels : pc.max_pixels;
-  if (po.min_pixels > po.max_pixels) return make_error("min_pixels %lld exceeds max_pixels %lld",
-                                                       (long long)po.min_pixels, (long long)po.max_pixels);
-  po.patch_size = pc.patch_size;
-  po.temporal_patch_size = pc.temporal_patch_size;
-  po.merge_size = pc.merge_size;
-  po.mean = pc.image_mean;
-  po.std = pc.image_std;
-  po.rescale_factor = pc.rescale_factor;
+  auto pop = preprocess_options(model_->preprocessor(), req.min_pixels, req.max_pixels);
+  if (!pop) return Error{pop.message()};
+  const PreprocessOptions& po = *pop;
   // A runner that cuts the patches itself (on the GPU) gets the resized RGB8 images and the
   // normalisation table instead of the f32 patches (an eighth of the bytes to move).
   const bool rgb = model_->takes_rgb();

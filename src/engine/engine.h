@@ -55,6 +55,20 @@ struct GenerateResult {
   Timings timings;
 };
 
+// The model's image preprocessing with per-request pixel bounds (0: the model's own). A bound
+// given alone that conflicts with the model's other bound moves that one; two given bounds
+// that conflict are an error.
+Result<PreprocessOptions> preprocess_options(const PreprocessorConfig& pc, int64_t min_pixels = 0,
+                                             int64_t max_pixels = 0);
+
+// Chat -> text -> ids with every <|image_pad|> expanded to its image's token count.
+Result<std::vector<int32_t>> build_prompt_ids(const Tokenizer& tok, const std::vector<ChatMessage>& messages,
+                                              const std::vector<ImagePatches>& patches, int32_t image_token_id);
+
+// How many bytes at the end of `text` must be held back from a stream because they may still
+// become the start of a stop string.
+size_t stop_holdback(const std::string& text, const std::vector<std::string>& stops);
+
 // Called after each generated token with the text it completes (may be empty while a UTF-8
 // character or a possible stop string is held back). Return false to cancel.
 using TokenCallback = std::function<bool(const GeneratedToken&, const std::string& delta)>;

@@ -18,19 +18,6 @@ double seconds_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-// See Engine::generate: text that may still become a stop string is held back.
-size_t stop_holdback(const std::string& text, const std::vector<std::string>& stops) {
-  size_t hold = 0;
-  for (auto& s : stops) {
-    if (s.empty()) continue;
-    for (size_t k = std::min(s.size() - 1, text.size()); k > hold; --k)
-      if (text.compare(text.size() - k, k, s, 0, k) == 0) {
-        hold = k;
-        break;
-      }
-  }
-  return hold;
-}
 
 uint64_t hash64(const void* data, size_t n) {
   const std::string hex = sha256_hex(data, n);
@@ -175,16 +162,9 @@ Result<PreparedRequest> EngineLoop::prepare(const GenerateRequest& req) const {
     return make_error("%zu images given for %d image parts", req.images.size(), count_images(req.messages));
   PreparedRequest out;
   const PreprocessorConfig& pc = runner_->preprocessor();
-  PreprocessOptions po;
-  po.min_pixels = req.min_pixels > 0 ? req.min_pixels : pc.min_pixels;
-  po.max_pixels = req.max_pixels > 0 ? req.max_pixels : pc.max_pixels;
-  po.min_pixels = std::min(po.min_pixels, po.max_pixels);
-  po.patch_size = pc.patch_size;
-  po.temporal_patch_size = pc.temporal_patch_size;
-  po.merge_size = pc.merge_size;
-  po.mean = pc.image_mean;
-  po.std = pc.image_std;
-  po.rescale_factor = pc.rescale_factor;
+  auto pop = preprocess_options(pc, req.min_pixels, req.max_pixels);
+  if (!pop) return Error{pop.message()};
+  const PreprocessOptions& po = *pop;
   for (size_t i = 0; i < req.images.size(); ++i) {
     auto p = preprocess_image(req.images[i], po);
     if (!p) return make_error("image %zu: %s", i + 1, p.message().c_str());
@@ -192,21 +172,9 @@ Result<PreparedRequest> EngineLoop::prepare(const GenerateRequest& req) const {
     out.image_hashes.push_back(hash64(p->pixel_values.data(), p->pixel_values.size() * sizeof(float)));
     out.patches.push_back(std::move(*p));
   }
-  auto text = format_chat(req.messages);
-  if (!text) return Error{text.message()};
-  const int32_t pad = runner_->config().image_token_id;
-  size_t img = 0;
-  for (int32_t id : tok_.encode(*text)) {
-    if (id != pad) {
-      out.prompt_ids.push_back(id);
-      continue;
-    }
-    if (img >= out.patches.size())
-      return make_error("the prompt holds more <|image_pad|> tokens than images (%zu)", out.patches.size());
-    out.prompt_ids.insert(out.prompt_ids.end(), size_t(out.patches[img++].num_tokens()), pad);
-  }
-  if (img != out.patches.size())
-    return make_error("%zu images given but the prompt has %zu image slots", out.patches.size(), img);
+  auto ids = build_prompt_ids(tok_, req.messages, out.patches, runner_->config().image_token_id);
+  if (!ids) return Error{ids.message()};
+  out.prompt_ids = std::move(*ids);
   auto pos = compute_mrope_positions(out.prompt_ids, out.grids, runner_->config());
   if (!pos) return Error{pos.message()};
 
