@@ -8,3 +8,6 @@ bash scripts/build.sh
 # The web UI in headless Chromium: upload a photo, pick a preset, get a streamed answer.
 (cd scripts/ui_test && npm install --no-audit --no-fund --silent)
 node scripts/ui_test/ui_test.mjs build/bin/ostrakon
+# The official openai npm client (v6) against the server, streaming included.
+(cd scripts/openai_client_test && npm install --no-audit --no-fund --silent)
+node scripts/openai_client_test/openai_client_test.mjs build/bin/ostrakon

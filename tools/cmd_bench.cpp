@@ -30,7 +30,8 @@ namespace {
 const char* kUsage =
     "usage: ostrakon bench engine --model DIR [--image-size WxH] [--prompt-tokens N]\n"
     "                             [--max-tokens N] [--batch N] [--json]\n"
-    "Runs on the CUDA backend. --image-size 0 gives a text-only prompt (default 512x512).\n";
+    "Runs on the CUDA backend. --image-size 0 gives a text-only prompt (default 512x512).\n"
+    "       ostrakon bench serve --url URL ...   (load generator; see ostrakon bench serve --help)\n";
 
 int fail(const std::string& msg, int code) {
   std::fprintf(stderr, "bench: %s\n", msg.c_str());
@@ -91,6 +92,7 @@ double median(std::vector<double> v) {
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
+  if (argc >= 2 && std::strcmp(argv[1], "serve") == 0) return cmd_bench_serve(argc - 1, argv + 1);
   if (argc < 2 || std::strcmp(argv[1], "engine") != 0) {
     std::fprintf(stderr, "%s", kUsage);
     return argc >= 2 && (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) ? 0 : 2;

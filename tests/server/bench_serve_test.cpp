@@ -1,7 +1,6 @@
 // The serving load generator (ostrakon bench serve) against an in-process server with the demo
 // model, and its building blocks: seeded arrivals, padded questions, synthetic photos.
 #include <gtest/gtest.h>
-
 #include <sys/wait.h>
 
 #include <cmath>
@@ -83,12 +82,13 @@ TEST(BenchServe, SyntheticPhotosAreDeterministicAndDecode) {
 // Every field the report promises, consistent with the per-request records.
 void check_report(const json& j, int requests) {
   ASSERT_TRUE(j.is_object());
-  for (const char* k : {"tool", "started_at", "config", "summary", "ttft_ms", "tpot_ms", "itl_ms", "e2e_ms", "timeline",
-                        "requests", "warnings"})
+  for (const char* k : {"tool", "started_at", "config", "summary", "ttft_ms", "tpot_ms", "itl_ms", "e2e_ms",
+                        "timeline", "requests", "warnings"})
     ASSERT_TRUE(j.contains(k)) << k;
   const json& s = j["summary"];
-  for (const char* k : {"requests", "completed", "failed", "duration_s", "request_throughput", "output_token_throughput",
-                        "total_token_throughput", "goodput", "slo_attainment", "errors", "max_in_flight"})
+  for (const char* k :
+       {"requests", "completed", "failed", "duration_s", "request_throughput", "output_token_throughput",
+        "total_token_throughput", "goodput", "slo_attainment", "errors", "max_in_flight"})
     ASSERT_TRUE(s.contains(k)) << k;
   EXPECT_EQ(s["requests"], requests);
   EXPECT_EQ(s["completed"].get<int>() + s["failed"].get<int>(), requests);
@@ -131,7 +131,8 @@ void check_report(const json& j, int requests) {
   EXPECT_LE(s["good_requests"].get<int>(), s["completed"].get<int>());
   // The timeline covers the run and sees every completed request's tokens.
   double tokens = 0;
-  for (const json& b : j["timeline"]) tokens += b["output_tokens_per_s"].get<double>() * j["timeline_bucket_s"].get<double>();
+  for (const json& b : j["timeline"])
+    tokens += b["output_tokens_per_s"].get<double>() * j["timeline_bucket_s"].get<double>();
   EXPECT_NEAR(tokens, double(completion), 0.01 * double(completion) + 1);
 }
 
@@ -189,7 +190,8 @@ TEST(BenchServe, AgainstTheDemoServer) {
   check_report(pj, 5);
   EXPECT_EQ(pj["config"]["mode"], "poisson");
   const auto sched = eval::poisson_arrivals(5, 40, 9);
-  for (int i = 0; i < 5; ++i) EXPECT_NEAR(pj["requests"][i]["scheduled_s"].get<double>(), sched[size_t(i)], 1e-3);
+  for (int i = 0; i < 5; ++i)
+    EXPECT_NEAR(pj["requests"][i]["scheduled_s"].get<double>(), sched[size_t(i)], 1e-3);
   EXPECT_EQ(pj["summary"]["completed"], 5);
 }
 
@@ -216,7 +218,8 @@ TEST(BenchServe, WrongKeyIsCountedAsErrors) {
   EXPECT_EQ(j["summary"]["goodput"], 0.0);
   EXPECT_EQ(j["ttft_ms"]["count"], 0);
   auto m = http_request(s.port, "GET", "/metrics");
-  EXPECT_NE(m.body.find("ost_requests_total{route=\"/v1/chat/completions\",status=\"401\"} 4"), std::string::npos);
+  EXPECT_NE(m.body.find("ost_requests_total{route=\"/v1/chat/completions\",status=\"401\"} 4"),
+            std::string::npos);
   // Nothing listening: connection errors, not a failed run.
   o.url = "http://127.0.0.1:1";
   o.requests = 2;
@@ -246,14 +249,16 @@ int run_command(const std::string& cmd, std::string* out = nullptr) {
 TEST(BenchServe, CommandLine) {
   std::string help;
   run_command(std::string(OST_BIN) + " bench serve --help 2>&1", &help);
-  if (help.find("bench serve --url") == std::string::npos) GTEST_SKIP() << "`bench serve` is not wired into the bench command";
+  if (help.find("bench serve --url") == std::string::npos)
+    GTEST_SKIP() << "`bench serve` is not wired into the bench command";
   server::ApiServerOptions so;
   so.api_keys = {"cli-key"};
   TestServer s(so);
   TempDir dir;
-  const std::string cmd = std::string(OST_BIN) + " bench serve --url http://127.0.0.1:" + std::to_string(s.port) +
-                          " --requests 4 --concurrency 2 --image-size 64x48 --prompt-tokens 24 --max-tokens 3" +
-                          " --no-progress --json " + dir / "b.json" + " --html " + dir / "b.html";
+  const std::string cmd =
+      std::string(OST_BIN) + " bench serve --url http://127.0.0.1:" + std::to_string(s.port) +
+      " --requests 4 --concurrency 2 --image-size 64x48 --prompt-tokens 24 --max-tokens 3" +
+      " --no-progress --json " + dir / "b.json" + " --html " + dir / "b.html";
   std::string out;
   EXPECT_EQ(run_command(cmd + " --api-key cli-key", &out), 0) << out;
   EXPECT_NE(out.find("Successful requests:"), std::string::npos) << out;
@@ -268,7 +273,9 @@ TEST(BenchServe, CommandLine) {
   EXPECT_NE(h->find("<svg"), std::string::npos);
   EXPECT_EQ(run_command(cmd + " --api-key wrong 2>/dev/null"), 1);  // requests failed
   EXPECT_EQ(json::parse(*read_file(dir / "b.json"))["summary"]["errors"]["401"]["count"], 4);
-  EXPECT_EQ(run_command(std::string(OST_BIN) + " bench serve --url http://x --rate 1 --concurrency 0 --image-size 3 2>/dev/null"), 2);
+  EXPECT_EQ(run_command(std::string(OST_BIN) +
+                        " bench serve --url http://x --rate 1 --concurrency 0 --image-size 3 2>/dev/null"),
+            2);
 }
 
 }  // namespace

@@ -59,7 +59,8 @@ inline std::string family_of(const std::string& name, const std::map<std::string
     if (name.size() > s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0) {
       const std::string base = name.substr(0, name.size() - s.size());
       auto it = fams.find(base);
-      if (it != fams.end() && (it->second.type == "histogram" || (it->second.type == "summary" && s != "_bucket")))
+      if (it != fams.end() &&
+          (it->second.type == "histogram" || (it->second.type == "summary" && s != "_bucket")))
         return base;
     }
   }
@@ -71,7 +72,9 @@ inline std::string family_of(const std::string& name, const std::map<std::string
 inline PromParse parse_prometheus_text(const std::string& text) {
   using namespace prom_detail;
   PromParse out;
-  auto err = [&](size_t line, const std::string& m) { out.errors.push_back("line " + std::to_string(line) + ": " + m); };
+  auto err = [&](size_t line, const std::string& m) {
+    out.errors.push_back("line " + std::to_string(line) + ": " + m);
+  };
   if (!text.empty() && text.back() != '\n') err(0, "the text does not end with a newline");
   std::set<std::string> typed, helped, closed, series;
   std::string current;  // the family of the previous line
@@ -153,9 +156,12 @@ inline PromParse parse_prometheus_text(const std::string& text) {
           if (line[q] == '\\') {
             if (q + 1 >= line.size()) break;
             const char c = line[++q];
-            if (c == 'n') val += '\n';
-            else if (c == '\\' || c == '"') val += c;
-            else err(ln, std::string("bad escape \\") + c + " in a label value");
+            if (c == 'n')
+              val += '\n';
+            else if (c == '\\' || c == '"')
+              val += c;
+            else
+              err(ln, std::string("bad escape \\") + c + " in a label value");
           } else {
             val += line[q];
           }
@@ -166,8 +172,10 @@ inline PromParse parse_prometheus_text(const std::string& text) {
         }
         if (!s.labels.emplace(ln_name, val).second) err(ln, "label " + ln_name + " given twice");
         p = q + 1;
-        if (p < line.size() && line[p] == ',') ++p;
-        else if (p < line.size() && line[p] != '}') ok = false;
+        if (p < line.size() && line[p] == ',')
+          ++p;
+        else if (p < line.size() && line[p] != '}')
+          ok = false;
       }
       if (!ok || p >= line.size()) {
         err(ln, "malformed labels: " + line);
@@ -229,8 +237,10 @@ inline PromParse parse_prometheus_text(const std::string& text) {
         if (b[i].second < b[i - 1].second) err(0, name + ": bucket counts decrease");
       }
       if (!std::isinf(b.back().first)) err(0, name + ": no +Inf bucket");
-      if (!counts.count(k)) err(0, name + ": no _count");
-      else if (b.back().second != counts[k]) err(0, name + ": +Inf bucket != _count");
+      if (!counts.count(k))
+        err(0, name + ": no _count");
+      else if (b.back().second != counts[k])
+        err(0, name + ": +Inf bucket != _count");
       if (!sums.count(k)) err(0, name + ": no _sum");
     }
   }

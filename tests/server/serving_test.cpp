@@ -2,12 +2,12 @@
 // the answers of one request at a time, cancelled requests give their KV blocks back, bad input
 // never hurts the server, /metrics is valid Prometheus text, and memory stays flat over a soak.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
-#include <unistd.h>
 
 #include "eval/http_client.h"
 #include "prometheus_text.h"
@@ -53,10 +53,13 @@ StreamAnswer stream_chat(int port, json body) {
     }
     return true;
   };
-  auto r = eval::http_call(url, "POST", body.dump(), {{"Content-Type", "application/json"}},
-                           [&](std::string_view piece) { return sse.feed(piece, on_event); }, 120);
-  if (!r) a.error = r.message();
-  else a.status = r->status;
+  auto r = eval::http_call(
+      url, "POST", body.dump(), {{"Content-Type", "application/json"}},
+      [&](std::string_view piece) { return sse.feed(piece, on_event); }, 120);
+  if (!r)
+    a.error = r.message();
+  else
+    a.status = r->status;
   return a;
 }
 
@@ -89,7 +92,8 @@ TEST(Serving, SixtyFourConcurrentStreamsGiveTheOneAtATimeAnswers) {
     return t;
   };
   auto body = [&](int i) {
-    json messages = i % 4 == 0 ? json::array({image_message(urls[(i / 4) % 2], prompt(i))}) : user_text(prompt(i));
+    json messages =
+        i % 4 == 0 ? json::array({image_message(urls[(i / 4) % 2], prompt(i))}) : user_text(prompt(i));
     return json{{"messages", messages}, {"max_tokens", 4 + i % 5}, {"temperature", 0}};
   };
   std::vector<StreamAnswer> got(kN);
@@ -129,7 +133,8 @@ TEST(Serving, SixtyFourConcurrentStreamsGiveTheOneAtATimeAnswers) {
     m = http_request(s.port, "GET", "/metrics").body;
     return metric_value(m, "ost_kv_blocks_used") == 0 &&
            metric_value(m, "ost_finished_total{reason=\"length\"}") +
-                   metric_value(m, "ost_finished_total{reason=\"stop\"}") == kN;
+                   metric_value(m, "ost_finished_total{reason=\"stop\"}") ==
+               kN;
   })) << m;
   EXPECT_LT(metric_value(m, "ost_batch_size_bucket{le=\"1\"}"), metric_value(m, "ost_batch_size_count"));
 }
@@ -142,7 +147,8 @@ TEST(Serving, CancelledRequestsReturnTheirBlocksWhereverTheyAre) {
   TestServer s(so, eo);
   auto open = [&](bool stream) {
     int fd = connect_local(s.port);
-    json body = {{"messages", user_text("A long story about shelves")}, {"max_tokens", 8000}, {"stream", stream}};
+    json body = {
+        {"messages", user_text("A long story about shelves")}, {"max_tokens", 8000}, {"stream", stream}};
     send_str(fd, make_request("POST", "/v1/chat/completions", body.dump()));
     return fd;
   };
@@ -169,7 +175,8 @@ TEST(Serving, CancelledRequestsReturnTheirBlocksWhereverTheyAre) {
   const std::string m1 = http_request(s.port, "GET", "/metrics").body;
   const std::string cancelled = "ost_finished_total{reason=\"cancelled\"}";
   EXPECT_EQ(metric_value(m1, cancelled) - metric_value(m0, cancelled), 5);
-  EXPECT_EQ(metric_value(m1, "ost_client_disconnects_total") - metric_value(m0, "ost_client_disconnects_total"), 5);
+  EXPECT_EQ(
+      metric_value(m1, "ost_client_disconnects_total") - metric_value(m0, "ost_client_disconnects_total"), 5);
   // The freed blocks serve the next request.
   auto a = stream_chat(s.port, {{"messages", user_text("still there?")}, {"max_tokens", 3}});
   EXPECT_EQ(a.status, 200);
@@ -221,20 +228,28 @@ TEST(Serving, BadInputsAnswerTheirStatusAndLeaveTheServerHealthy) {
   };
   const std::vector<Case> cases = {
       {"not HTTP", "GARBAGE\r\n\r\n", 400},
-      {"a TLS client hello", std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11) + "\r\n\r\n", 400},
+      {"a TLS client hello", std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11) + "\r\n\r\n",
+       400},
       {"HTTP/2.0", "GET /health HTTP/2.0\r\nHost: x\r\n\r\n", 505},
       {"no Host", "GET /health HTTP/1.1\r\n\r\n", 400},
       {"a long target", "GET /" + std::string(9000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n", 414},
-      {"a huge header", "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(40000, 'b') + "\r\n\r\n", 431},
+      {"a huge header", "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(40000, 'b') + "\r\n\r\n",
+       431},
       {"a header without a colon", "GET /health HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n", 400},
-      {"gzip transfer coding", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+      {"gzip transfer coding",
+       "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
       {"Content-Length and chunked",
-       "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
-      {"a bad Content-Length", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400},
-      {"a bad chunk size", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400},
-      {"a body over the limit", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n", 413},
-      {"a truncated body", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"messa", -1,
-       true},
+       "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: "
+       "chunked\r\n\r\n",
+       400},
+      {"a bad Content-Length", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+       400},
+      {"a bad chunk size",
+       "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400},
+      {"a body over the limit",
+       "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n", 413},
+      {"a truncated body",
+       "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"messa", -1, true},
       {"a truncated head", "POST /v1/chat/completions HTTP/1.1\r\nHost:", -1, true},
       {"not JSON", post("{not json"), 400},
       {"invalid UTF-8", post("{\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}"), 400},
@@ -245,7 +260,9 @@ TEST(Serving, BadInputsAnswerTheirStatusAndLeaveTheServerHealthy) {
       {"a message without content", chat({{"messages", json::array({{{"role", "user"}}})}}), 400},
       {"an unknown role", chat({{"messages", json::array({{{"role", "robot"}, {"content", "x"}}})}}), 400},
       {"an unknown content part",
-       chat({{"messages", json::array({{{"role", "user"}, {"content", json::array({{{"type", "audio"}}})}}})}}), 400},
+       chat({{"messages",
+              json::array({{{"role", "user"}, {"content", json::array({{{"type", "audio"}}})}}})}}),
+       400},
       {"max_tokens 0", chat({{"max_tokens", 0}}), 400},
       {"max_tokens -1", chat({{"max_tokens", -1}}), 400},
       {"max_tokens as text", chat({{"max_tokens", "10"}}), 400},
@@ -256,13 +273,16 @@ TEST(Serving, BadInputsAnswerTheirStatusAndLeaveTheServerHealthy) {
       {"bad base64", image("data:image/png;base64,!!!!"), 400},
       {"not an image", image("data:image/png;base64," + base64("hello, world")), 400},
       {"a truncated PNG", image(png.substr(0, png.size() / 2)), 400},
-      {"an SVG", image("data:image/svg+xml;base64," + base64("<svg xmlns='http://www.w3.org/2000/svg'/>")), 400},
+      {"an SVG", image("data:image/svg+xml;base64," + base64("<svg xmlns='http://www.w3.org/2000/svg'/>")),
+       400},
       {"a remote URL", image("http://127.0.0.1:1/x.png"), 400},
       {"a file URL", image("file:///etc/passwd"), 400},
       {"two images over a limit of one",
-       post(json({{"messages", json::array({{{"role", "user"},
-                                             {"content", json::array({{{"type", "image_url"}, {"image_url", {{"url", png}}}},
-                                                                      {{"type", "image_url"}, {"image_url", {{"url", png}}}}})}}})}})
+       post(json({{"messages",
+                   json::array({{{"role", "user"},
+                                 {"content",
+                                  json::array({{{"type", "image_url"}, {"image_url", {{"url", png}}}},
+                                               {{"type", "image_url"}, {"image_url", {{"url", png}}}}})}}})}})
                 .dump()),
        400},
       {"a prompt over the context", chat({{"messages", user_text(long_prompt)}}), 400},
@@ -281,7 +301,8 @@ TEST(Serving, BadInputsAnswerTheirStatusAndLeaveTheServerHealthy) {
   auto r = s.post({{"messages", json::array({image_message(png, "and this one")})}, {"max_tokens", 3}});
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(json::parse(r.body)["usage"]["completion_tokens"], 3);
-  EXPECT_TRUE(s.wait_for([&] { return s.metric("ost_kv_blocks_used") == 0 && s.metric("ost_batch_running") == 0; }));
+  EXPECT_TRUE(
+      s.wait_for([&] { return s.metric("ost_kv_blocks_used") == 0 && s.metric("ost_batch_running") == 0; }));
 }
 
 TEST(Serving, MetricsAreValidPrometheusText) {
@@ -309,10 +330,11 @@ TEST(Serving, MetricsAreValidPrometheusText) {
     EXPECT_NE(f.type, "untyped") << name;
     EXPECT_FALSE(f.help.empty()) << name;
     EXPECT_FALSE(f.samples.empty()) << name;
-    if (f.type == "counter") EXPECT_EQ(name.size() > 6 && name.compare(name.size() - 6, 6, "_total") == 0, true) << name;
+    if (f.type == "counter")
+      EXPECT_EQ(name.size() > 6 && name.compare(name.size() - 6, 6, "_total") == 0, true) << name;
   }
-  for (const char* h : {"ost_time_to_first_token_seconds", "ost_inter_token_seconds", "ost_e2e_request_seconds",
-                        "ost_batch_size"}) {
+  for (const char* h : {"ost_time_to_first_token_seconds", "ost_inter_token_seconds",
+                        "ost_e2e_request_seconds", "ost_batch_size"}) {
     ASSERT_TRUE(p.families.count(h)) << h;
     EXPECT_EQ(p.families[h].type, "histogram") << h;
   }
@@ -321,23 +343,27 @@ TEST(Serving, MetricsAreValidPrometheusText) {
   EXPECT_EQ(metric_value(r.body, "ost_requests_total{route=\"other\",status=\"404\"}"), 1);
 
   // The parser itself refuses what it should.
-  for (const char* bad : {
-           "m 1",                                                        // no final newline
-           "m{a=\"1\"} 1\nm{a=\"1\"} 2\n",                               // duplicate series
-           "m 1\nn 1\nm{a=\"2\"} 1\n",                                   // a split family
-           "m{a=1} 1\n",                                                 // unquoted label value
-           "m{__a=\"1\"} 1\n",                                           // reserved label name
-           "m one\n",                                                    // bad value
-           "1m 1\n",                                                     // bad name
-           "# TYPE m counter\nm -1\n",                                   // negative counter
-           "m 1\n# TYPE m gauge\n",                                      // TYPE after samples
-           "# TYPE m histogram\nm_bucket{le=\"1\"} 2\nm_bucket{le=\"2\"} 1\nm_bucket{le=\"+Inf\"} 2\n"
-           "m_sum 1\nm_count 2\n",                                       // decreasing buckets
-           "# TYPE m histogram\nm_bucket{le=\"1\"} 1\nm_bucket{le=\"+Inf\"} 2\nm_sum 1\nm_count 3\n",  // +Inf != count
-           "# TYPE m histogram\nm_bucket{le=\"1\"} 1\nm_sum 1\nm_count 1\n",  // no +Inf
-       })
+  for (
+      const char* bad : {
+          "m 1",                           // no final newline
+          "m{a=\"1\"} 1\nm{a=\"1\"} 2\n",  // duplicate series
+          "m 1\nn 1\nm{a=\"2\"} 1\n",      // a split family
+          "m{a=1} 1\n",                    // unquoted label value
+          "m{__a=\"1\"} 1\n",              // reserved label name
+          "m one\n",                       // bad value
+          "1m 1\n",                        // bad name
+          "# TYPE m counter\nm -1\n",      // negative counter
+          "m 1\n# TYPE m gauge\n",         // TYPE after samples
+          "# TYPE m histogram\nm_bucket{le=\"1\"} 2\nm_bucket{le=\"2\"} 1\nm_bucket{le=\"+Inf\"} 2\n"
+          "m_sum 1\nm_count 2\n",  // decreasing buckets
+          "# TYPE m histogram\nm_bucket{le=\"1\"} 1\nm_bucket{le=\"+Inf\"} 2\nm_sum 1\nm_count 3\n",  // +Inf
+                                                                                                      // !=
+                                                                                                      // count
+          "# TYPE m histogram\nm_bucket{le=\"1\"} 1\nm_sum 1\nm_count 1\n",  // no +Inf
+      })
     EXPECT_FALSE(parse_prometheus_text(bad).errors.empty()) << bad;
-  EXPECT_TRUE(parse_prometheus_text("# a comment\n# HELP m x \\\\ y\n# TYPE m gauge\nm{a=\"q\\\"\\n\",} -1.5e-3 12\n\n")
+  EXPECT_TRUE(parse_prometheus_text(
+                  "# a comment\n# HELP m x \\\\ y\n# TYPE m gauge\nm{a=\"q\\\"\\n\",} -1.5e-3 12\n\n")
                   .errors.empty());
 }
 
@@ -358,11 +384,14 @@ TEST(Serving, SoakKeepsMemoryFlat) {
     // Unique text each time (new prefix-cache entries); images from a small set (cache hits).
     const std::string text = "Soak request " + std::to_string(i) + (i % 3 ? " about the shelf" : "");
     json messages = i % 5 == 0 ? json::array({image_message(urls[i % 2], text)}) : user_text(text);
-    json body = {{"messages", messages}, {"max_tokens", 2 + i % 3}, {"temperature", i % 2 ? 0.7 : 0.0}, {"seed", i}};
+    json body = {
+        {"messages", messages}, {"max_tokens", 2 + i % 3}, {"temperature", i % 2 ? 0.7 : 0.0}, {"seed", i}};
     switch (i % 8) {
       case 0: {  // a bad request
-        if (s.post_raw("{\"messages\": 3}").status == 400) ++refused;
-        else ++failures;
+        if (s.post_raw("{\"messages\": 3}").status == 400)
+          ++refused;
+        else
+          ++failures;
         return;
       }
       case 1: {  // a client that leaves after the first event
@@ -379,14 +408,18 @@ TEST(Serving, SoakKeepsMemoryFlat) {
       case 3:
       case 4: {
         auto a = stream_chat(s.port, body);
-        if (a.status == 200 && a.done) ++ok;
-        else ++failures;
+        if (a.status == 200 && a.done)
+          ++ok;
+        else
+          ++failures;
         return;
       }
       default: {
         auto r = s.post(body);
-        if (r.status == 200) ++ok;
-        else ++failures;
+        if (r.status == 200)
+          ++ok;
+        else
+          ++failures;
       }
     }
   };
@@ -405,12 +438,14 @@ TEST(Serving, SoakKeepsMemoryFlat) {
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(refused.load(), kRequests / 8);
   EXPECT_EQ(ok.load(), kRequests * 6 / 8);
-  EXPECT_TRUE(s.wait_for([&] { return s.metric("ost_kv_blocks_used") == 0 && s.metric("ost_batch_running") == 0; }));
+  EXPECT_TRUE(
+      s.wait_for([&] { return s.metric("ost_kv_blocks_used") == 0 && s.metric("ost_batch_running") == 0; }));
   // Caches and allocator arenas fill during the first half; after that the footprint holds
   // (2048 requests: 223 MB at 512, 229 MB at 2048). 20 MB over 128 requests would be 160 kB
   // each, the size of a decoded fixture image.
   const double mb = 1 << 20;
-  std::printf("soak RSS by quarter: %.1f %.1f %.1f %.1f MB\n", rss[0] / mb, rss[1] / mb, rss[2] / mb, rss[3] / mb);
+  std::printf("soak RSS by quarter: %.1f %.1f %.1f %.1f MB\n", rss[0] / mb, rss[1] / mb, rss[2] / mb,
+              rss[3] / mb);
   EXPECT_LT(rss[3], rss[1] + (20 << 20))
       << "RSS grew from " << rss[1] / mb << " MB to " << rss[3] / mb << " MB";
 }

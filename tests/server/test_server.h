@@ -81,7 +81,9 @@ struct TestServer {
   HttpResponse post(const nlohmann::json& body, const std::string& headers = "") {
     return http_request(port, "POST", "/v1/chat/completions", body.dump(), headers);
   }
-  HttpResponse post_raw(const std::string& body) { return http_request(port, "POST", "/v1/chat/completions", body); }
+  HttpResponse post_raw(const std::string& body) {
+    return http_request(port, "POST", "/v1/chat/completions", body);
+  }
   // The value of an unlabelled metric (or one with the exact label text); -1 when absent.
   double metric(const std::string& name) {
     auto r = http_request(port, "GET", "/metrics");
