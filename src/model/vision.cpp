@@ -10,6 +10,7 @@
 
 #include "backend/ops.h"
 #include "model/graph.h"
+#include "model/merge_order.h"
 
 namespace ost {
 namespace {
@@ -18,14 +19,6 @@ struct Grid {
   int t, h, w;
 };
 
-// Calls f(row, col) for the patches of one frame of a (h, w) grid in merge-block order.
-template <class F>
-void for_each_patch_merge_order(int h, int w, int m, F&& f) {
-  for (int br = 0; br < h / m; ++br)
-    for (int bc = 0; bc < w / m; ++bc)
-      for (int ir = 0; ir < m; ++ir)
-        for (int ic = 0; ic < m; ++ic) f(br * m + ir, bc * m + ic);
-}
 
 // Learned absolute position embedding, resampled bilinearly (align_corners) from the ng×ng
 // table onto each image's grid, in fp32: src = i·(ng-1)/(n-1).

@@ -9,6 +9,7 @@
 
 #include "backend/cuda/cuda_runner_impl.h"
 #include "core/bf16.h"
+#include "model/merge_order.h"
 
 namespace ost::cuda {
 namespace {
@@ -17,13 +18,6 @@ struct Grid {
   int t, h, w;
 };
 
-template <class F>
-void for_each_patch_merge_order(int h, int w, int m, F&& f) {
-  for (int br = 0; br < h / m; ++br)
-    for (int bc = 0; bc < w / m; ++bc)
-      for (int ir = 0; ir < m; ++ir)
-        for (int ic = 0; ic < m; ++ic) f(br * m + ir, bc * m + ic);
-}
 
 // Per patch row in merge-block order: (row, col, grid_h, grid_w) of its frame; and the
 // attention segments (one per frame).
