@@ -326,7 +326,7 @@ int run_cli(const std::string& args, std::string* err = nullptr) {
 }
 
 TEST(EvalCli, ErrorsAndCompare) {
-  if (!file_exists(OST_BIN)) GTEST_SKIP() << "no ostrakon binary at " << OST_BIN;
+  ASSERT_TRUE(file_exists(OST_BIN)) << "no ostrakon binary at " << OST_BIN;
   const std::string bad = scratch() / "bad.jsonl";
   ASSERT_TRUE(write_file(bad, "{\"id\": \"x\"}\n\n[1]\n").is_ok());
   std::string err;

@@ -249,8 +249,7 @@ int run_command(const std::string& cmd, std::string* out = nullptr) {
 TEST(BenchServe, CommandLine) {
   std::string help;
   run_command(std::string(OST_BIN) + " bench serve --help 2>&1", &help);
-  if (help.find("bench serve --url") == std::string::npos)
-    GTEST_SKIP() << "`bench serve` is not wired into the bench command";
+  ASSERT_NE(help.find("bench serve --url"), std::string::npos) << help;
   server::ApiServerOptions so;
   so.api_keys = {"cli-key"};
   TestServer s(so);
