@@ -197,16 +197,9 @@ int cmd_bench(int argc, char** argv) {
   nlohmann::json vsplit = nlohmann::json::object();
   std::vector<std::pair<std::string, double>> vprof;
   if (!req.images.empty()) {
-    const PreprocessorConfig& pc = r.preprocessor();
-    PreprocessOptions po;
-    po.min_pixels = pc.min_pixels;
-    po.max_pixels = pc.max_pixels;
-    po.patch_size = pc.patch_size;
-    po.temporal_patch_size = pc.temporal_patch_size;
-    po.merge_size = pc.merge_size;
-    po.mean = pc.image_mean;
-    po.std = pc.image_std;
-    po.rescale_factor = pc.rescale_factor;
+    auto pop = preprocess_options(r.preprocessor());
+    if (!pop) return fail(pop.message(), 1);
+    const PreprocessOptions& po = *pop;
     Image resized;
     auto plan = plan_patches(req.images[0], po, &resized);
     auto lut = normalize_table(po);

@@ -385,6 +385,21 @@ Status CudaRunner::forward(int64_t n, int64_t logits_from, const ImageRows* img,
     const int32_t* tables = in + size_t(kMaxRows) * kStepFields;
     const float scale = float(1.0 / std::sqrt(double(D)));
     const int group = c.num_heads / c.num_kv_heads;
+    // What every attention launch shape below is given alike.
+    auto set_common = [&](auto& ap) {
+      ap.q = q_;
+      ap.k = kc_[size_t(l)];
+      ap.v = vc_[size_t(l)];
+      ap.out = attn_;
+      ap.n = n;
+      ap.n_heads = c.num_heads;
+      ap.n_kv = c.num_kv_heads;
+      ap.head_dim = int(D);
+      ap.q_stride = ap.out_stride = Q;
+      ap.block_table = tables;
+      ap.block_size = kBlock;
+      ap.scale = scale;
+    };
     const bool split_decode = fast_attention_ && decode && decode_attention_supports(int(D), group);
     if (!(split_decode && fused_qk_)) OST_TRY(launch_qk_norm_rope(qp, s));  // else inside the attention
     mark("norm/rope/act");
@@ -403,59 +418,26 @@ Status CudaRunner::forward(int64_t n, int64_t logits_from, const ImageRows* img,
         ap.v_store = vc_[size_t(l)];
         ap.eps = eps;
       }
-      ap.q = q_;
-      ap.k = kc_[size_t(l)];
-      ap.v = vc_[size_t(l)];
-      ap.out = attn_;
-      ap.n = n;
-      ap.n_heads = c.num_heads;
-      ap.n_kv = c.num_kv_heads;
-      ap.head_dim = int(D);
-      ap.q_stride = ap.out_stride = Q;
+      set_common(ap);
       ap.row_len = field(in, kLen);
       ap.row_seq = field(in, kSeq);
-      ap.block_table = tables;
       ap.table_width = table_width_;
-      ap.block_size = kBlock;
-      ap.scale = scale;
       ap.partial = attn_partial_;
       ap.counters = attn_counters_;
       ap.splits = decode_attention_splits(n, c.num_kv_heads, sm_count_);
       OST_TRY(launch_decode_attention(ap, s));
     } else if (fast_attention_ && !decode && flash_attention_supports(int(D))) {
       FlashAttentionParams ap;  // one sequence (staging row 0), causal from cache index past
-      ap.q = q_;
-      ap.k = kc_[size_t(l)];
-      ap.v = vc_[size_t(l)];
-      ap.out = attn_;
-      ap.n_heads = c.num_heads;
-      ap.n_kv = c.num_kv_heads;
-      ap.head_dim = int(D);
-      ap.q_stride = ap.out_stride = Q;
-      ap.block_table = tables;
-      ap.block_size = kBlock;
-      ap.n = n;
+      set_common(ap);
       ap.past = past;
-      ap.scale = scale;
       OST_TRY(launch_flash_attention(ap, s));
     } else {
       AttentionParams ap;
-      ap.q = q_;
-      ap.k = kc_[size_t(l)];
-      ap.v = vc_[size_t(l)];
-      ap.out = attn_;
-      ap.n = n;
-      ap.n_heads = c.num_heads;
-      ap.n_kv = c.num_kv_heads;
-      ap.head_dim = int(D);
-      ap.q_stride = ap.out_stride = Q;
+      set_common(ap);
       ap.kv_stride = KV;
       ap.row_len = field(in, kLen);
       ap.row_seq = field(in, kSeq);
-      ap.block_table = tables;
       ap.table_width = table_width_;
-      ap.block_size = kBlock;
-      ap.scale = scale;
       OST_TRY(launch_attention(ap, s));
     }
     mark("attention");
