@@ -87,9 +87,9 @@ TEST(CudaFp8, GemvMatchesCpu) {
       auto dx = to_dev(x);
       auto dy = poisoned(size_t(n * sh.out));
       DevBuf<uint8_t> scratch(Fp8Gemm::scratch_bytes(n, sh.in));
-      // The fused GEMV (any n, in slices of 8 rows), then Fp8Gemm::run (n <= 8: the fused GEMV;
-      // 13 rows: cuBLASLt where it applies, else the two-kernel GEMV slices), then the two-kernel
-      // path itself (activation quantization kernel + GEMV).
+      // The fused GEMV (any n, in slices of 8 rows), then Fp8Gemm::run (n <= 8: the two-kernel
+      // GEMV, or the fused one with OST_FP8_GEMV=fused; 13 rows: cuBLASLt where it applies, else
+      // the two-kernel GEMV slices), then the two-kernel path called directly.
       std::vector<float> ref(size_t(n * sh.out));
       ops::matmul(x.data(), n, fp8_view(*qm), nullptr, ref.data());
       Status st = launch_fp8_gemv_fused(dx->p, n, dw.view, dy->p, 0, sh.out, sh.in, 0);
@@ -164,9 +164,10 @@ TEST(CudaFp8, BlockScalesOfEveryLayout) {
   Fp8Gemm g;
   ASSERT_TRUE(g.init().is_ok());
   for (const Fp8Weight& wv : {blocks.view, rows_view})
-    for (int64_t n : {1, 6, 8, 21}) {
+    for (int64_t n : {1, 6, 8, 21}) {  // n <= 8: the decode path; 21: the GEMV slices (in % 128 != 0)
       auto x = randn_bf16(size_t(n * in), uint32_t(60 + n));
-      for (int64_t i = 0; i < n * in; ++i) x[size_t(i)] *= float(1 + (i % in) / 128);  // input blocks differ too
+      // Input blocks differ too (powers of two keep the values bf16, as the GPU sees them).
+      for (int64_t i = 0; i < n * in; ++i) x[size_t(i)] *= float(1 << ((i % in) / 128));
       auto dx = to_dev(x);
       auto dy = poisoned(size_t(Fp8Gemm::padded_rows(n) * out));
       DevBuf<uint8_t> scratch(Fp8Gemm::scratch_bytes(n, in));
@@ -175,6 +176,10 @@ TEST(CudaFp8, BlockScalesOfEveryLayout) {
       std::vector<float> ref(size_t(n * out));
       ops::matmul(x.data(), n, fp8_view(*qm), nullptr, ref.data());
       EXPECT_LE(rel_l2(from_dev(dy->p, ref.size()), ref), 5e-3) << "n=" << n << " shift " << wv.scale_shift;
+      dy = poisoned(size_t(n * out));
+      st = launch_fp8_gemv_fused(dx->p, n, wv, dy->p, 0, out, in, 0);
+      ASSERT_TRUE(st.is_ok()) << st.message();
+      EXPECT_LE(rel_l2(from_dev(dy->p, ref.size()), ref), 5e-3) << "fused n=" << n << " shift " << wv.scale_shift;
     }
 }
 

@@ -4,10 +4,10 @@
 //   * x: quantized per token in blocks of 128 inputs, s = amax/448, q = e4m3(x · (1/s));
 //   * y[m, o] = Σ_blocks s_x[m, b] · s_w[o, b] · Σ_{k in b} q_x[m, k] · q_w[o, k], fp32, bf16 out.
 // Two paths:
-//   decode (n <= kFp8GemvMaxRows): launch_fp8_gemv_fused streams the e4m3 weights once with
-//     16-byte loads (a block of 256 threads owns 2-8 output channels and splits the inputs),
-//     quantizes x on the fly and applies both scales per 16-input chunk (launch_fp8_gemv: the
-//     same product from an x quantized by launch_fp8_act_quant, one warp per two channels);
+//   decode (n <= kFp8GemvMaxRows): launch_fp8_act_quant, then launch_fp8_gemv streams the e4m3
+//     weights once with 16-byte loads (one warp per two output channels, the lanes split the
+//     inputs) and applies both scales per 16-input chunk (launch_fp8_gemv_fused below: the same
+//     product in one kernel, opt-in);
 //   prefill: Fp8Gemm runs cuBLASLt's FP8 GEMM with 128×128 block scales on W and 1×128 scales on
 //     x (Hopper tensor cores), when cuBLASLt offers an algorithm for the shape (the heuristic's
 //     candidates are timed on the first eager call of each shape); otherwise the GEMV kernel
@@ -58,10 +58,12 @@ struct Fp8GemvParams {
 };
 Status launch_fp8_gemv(const Fp8GemvParams& p, cudaStream_t s);
 
-// The decode kernel with the activation quantization fused in (no separate launch, weights
+// A decode kernel with the activation quantization fused in (no separate launch, weights
 // requested before the previous kernel finishes): y = x · Wᵀ from bf16 x [n, in], any n (slices of
-// 8 rows). in % 16 == 0 and in <= 16384; OST_FP8_GEMV=warp turns it off (the two-kernel path).
+// 8 rows), in % 16 == 0 and in <= 16384. Fp8Gemm::run uses it for n <= 8 only with
+// OST_FP8_GEMV=fused: it measured slower than the two-kernel path (fp8_gemm.cu).
 bool fp8_fused_gemv_supported(int64_t in);
+bool fp8_fused_gemv_enabled();
 Status launch_fp8_gemv_fused(const __nv_bfloat16* x, int64_t n, const Fp8Weight& w, __nv_bfloat16* y, int64_t y_ld,
                              int64_t out, int64_t in, cudaStream_t s);
 
@@ -78,7 +80,7 @@ class Fp8Gemm {
   static size_t scratch_bytes(int64_t n, int64_t in);
   // y = x · Wᵀ. y must have room for padded_rows(n) rows: the GEMM path writes the padding rows
   // past n too. scratch: scratch_bytes(n, in), 16-byte aligned. OST_FP8_GEMM=gemv forces the
-  // GEMV slices for every n (A/B checks).
+  // GEMV slices for every n, OST_FP8_GEMV=fused the fused decode kernel (A/B checks).
   Status run(const __nv_bfloat16* x, int64_t n, const Fp8Weight& w, int64_t out, int64_t in, __nv_bfloat16* y,
              void* scratch, cudaStream_t s);
   // Whether cuBLASLt has an algorithm for this shape (plans it if needed).
