@@ -117,10 +117,15 @@ void quantize_rows(QuantizedMatrix& m, int64_t r0, int64_t n, const float* src) 
                           m.scale.data() + (r0 + r) * ng, m.zero.data() + (r0 + r) * ng);
       break;
     }
-    case Format::FP8:
-      for (int64_t s = 0; s < n; s += m.group)
+    case Format::FP8: {
+      const int64_t strips = (n + m.group - 1) / m.group;
+#pragma omp parallel for schedule(dynamic, 1) if (n * cols >= (1 << 18))
+      for (int64_t i = 0; i < strips; ++i) {
+        const int64_t s = i * m.group;
         quantize_fp8_strip(m, r0 + s, std::min<int64_t>(m.group, n - s), src + s * cols);
+      }
       break;
+    }
     case Format::None:
       break;
   }
@@ -133,6 +138,31 @@ Result<QuantizedMatrix> quantize(Format f, const float* w, int64_t rows, int64_t
   resize_for(m, f, rows, cols, group);
   quantize_rows(m, 0, rows, w);
   return m;
+}
+
+void quantize_act_fp8(const float* x, int64_t n, int64_t cols, int group, uint8_t* q, float* scale) {
+  const int64_t nsc = scale_cols(Format::FP8, cols, group);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t b = 0; b < nsc; ++b) {
+      const int64_t c0 = b * group, c1 = std::min(cols, c0 + group);
+      float amax = 0.0f;
+      for (int64_t c = c0; c < c1; ++c) amax = std::max(amax, std::fabs(x[r * cols + c]));
+      const float s = amax > 0.0f ? amax / 448.0f : 1.0f;
+      const float inv = 1.0f / s;
+      scale[r * nsc + b] = s;
+      for (int64_t c = c0; c < c1; ++c) q[r * cols + c] = f32_to_fp8_e4m3(x[r * cols + c] * inv);
+    }
+}
+
+void fake_quant_act_fp8(float* x, int64_t n, int64_t cols, int group) {
+  const int64_t nsc = scale_cols(Format::FP8, cols, group);
+  std::vector<uint8_t> q(static_cast<size_t>(cols));
+  std::vector<float> s(static_cast<size_t>(nsc));
+  for (int64_t r = 0; r < n; ++r) {
+    float* xr = x + r * cols;
+    quantize_act_fp8(xr, 1, cols, group, q.data(), s.data());
+    for (int64_t c = 0; c < cols; ++c) xr[c] = fp8_e4m3_to_f32(q[size_t(c)]) * s[size_t(c / group)];
+  }
 }
 
 void dequant_segment(const QView& w, int64_t r, int64_t k0, int64_t n, float* out) {

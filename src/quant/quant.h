@@ -35,6 +35,14 @@ Result<QuantizedMatrix> quantize(Format f, const float* w, int64_t rows, int64_t
 // out[0, n) = dequantized W[r, k0 .. k0 + n).
 void dequant_segment(const QView& w, int64_t r, int64_t k0, int64_t n, float* out);
 
+// FP8 activations (the A of W8A8, how Qwen's FP8 checkpoints are run): each row of x [n, cols]
+// is cut into blocks of `group` consecutive inputs (the last may be shorter); each block gets
+// s = amax(|block|) / 448 (1 when the block is all zero) and q = e4m3(x · (1/s)), the same rule as
+// the weight blocks. scale: f32 [n, ceil(cols / group)], row-major.
+void quantize_act_fp8(const float* x, int64_t n, int64_t cols, int group, uint8_t* q, float* scale);
+// x <- dequant(quantize_act_fp8(x)) in place: what an FP8 linear's input becomes.
+void fake_quant_act_fp8(float* x, int64_t n, int64_t cols, int group);
+
 // Whether the selection converts the linear weight `name`; `name` is a tensor name ending in ".weight" that the checkpoint table marks quantizable.
 Result<bool> selected(const std::string& name, const SelectOptions& opt);
 

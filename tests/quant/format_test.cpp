@@ -3,6 +3,7 @@
 // matrix.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -116,7 +117,8 @@ TEST(Quantize, UnknownFormatIsAnError) {
   EXPECT_NE(f.message().find("int3"), std::string::npos);
 }
 
-// The CPU matmul on quantized views equals the dense fp32 matmul of the dequantized weights.
+// The CPU matmul on quantized views equals the dense fp32 matmul of the dequantized weights (for
+// FP8, of the dequantized weights and inputs).
 TEST(Matmul, QuantizedMatchesDequantizedDense) {
   const int64_t O = 70, K = 512;
   auto w = randn(size_t(O * K), 4);
@@ -129,7 +131,9 @@ TEST(Matmul, QuantizedMatchesDequantizedDense) {
     for (int64_t n : {1, 3, 4, 5, 19}) {
       auto x = randn(size_t(n * K), uint32_t(10 + n), 1.0f);
       std::vector<float> y0(size_t(n * O)), y1(size_t(n * O), NAN);
-      ops::matmul(x.data(), n, dense, bias.data(), y0.data());
+      std::vector<float> xd = x;  // FP8 is W8A8: the dense side gets the same quantized input
+      if (fmt == quant::Format::FP8) quant::fake_quant_act_fp8(xd.data(), n, K, 128);
+      ops::matmul(xd.data(), n, dense, bias.data(), y0.data());
       ops::matmul(x.data(), n, wview(*m), bias.data(), y1.data());
       for (size_t i = 0; i < y0.size(); ++i)
         ASSERT_NEAR(y1[i], y0[i], 1e-4 * (1 + std::fabs(y0[i]))) << quant::format_name(fmt) << " n=" << n << " i=" << i;
@@ -137,6 +141,30 @@ TEST(Matmul, QuantizedMatchesDequantizedDense) {
     std::vector<float> row(static_cast<size_t>(K));
     ops::weight_row_f32(wview(*m), 5, row.data());
     for (int64_t c = 0; c < K; ++c) ASSERT_EQ(row[size_t(c)], d[size_t(5 * K + c)]);
+  }
+}
+
+// FP8 activation blocks: scales are amax/448 per row and block (1 for a zero block), the codes
+// round-trip, and the dequantized row is within half a code step of the input.
+TEST(Quantize, Fp8ActivationBlocks) {
+  const int64_t n = 3, K = 200;  // a full block of 128 and a short one of 72
+  auto x = randn(size_t(n * K), 21, 2.0f);
+  for (int64_t c = 128; c < K; ++c) x[size_t(2 * K + c)] = 0.0f;  // row 2, block 1: all zero
+  std::vector<uint8_t> q(size_t(n * K));
+  std::vector<float> s(size_t(n * 2));
+  quant::quantize_act_fp8(x.data(), n, K, 128, q.data(), s.data());
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t b = 0; b < 2; ++b) {
+      float amax = 0.0f;
+      for (int64_t c = b * 128; c < std::min<int64_t>(K, b * 128 + 128); ++c) amax = std::max(amax, std::fabs(x[size_t(r * K + c)]));
+      EXPECT_EQ(s[size_t(r * 2 + b)], amax > 0 ? amax / 448.0f : 1.0f) << r << " " << b;
+    }
+  auto d = x;
+  quant::fake_quant_act_fp8(d.data(), n, K, 128);
+  for (int64_t i = 0; i < n * K; ++i) {
+    const float sc = s[size_t((i / K) * 2 + (i % K) / 128)];
+    EXPECT_EQ(d[size_t(i)], quant::fp8_e4m3_to_f32(q[size_t(i)]) * sc);
+    EXPECT_LE(std::fabs(d[size_t(i)] - x[size_t(i)]), std::fabs(x[size_t(i)]) / 16 + sc * std::ldexp(1.0f, -10));
   }
 }
 

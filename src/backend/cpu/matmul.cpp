@@ -1,5 +1,6 @@
 // matmul: y[n, O] = x[n, K] · W[O, K]ᵀ (+ bias), weights in bf16/f16/f32 or quantized
 // (INT8/FP8/INT4, dequantized on the fly by the quant module's reference), fp32 arithmetic.
+// FP8 weights also quantize the input (W8A8, quant::quantize_act_fp8); the others are W·A16.
 //
 // Two paths:
 //  * gemv (n <= kGemvMaxRows, i.e. decode): weights are converted in registers as they stream
@@ -189,6 +190,16 @@ void matmul(const float* x, int64_t n, const WeightView& w, const float* bias, f
   if (w.cols == 0) {  // empty reduction
     for (int64_t i = 0; i < n; ++i)
       for (int64_t o = 0; o < w.rows; ++o) y[i * w.rows + o] = bias ? bias[o] : 0.0f;
+    return;
+  }
+  if (w.dtype == WType::FP8) {
+    // W8A8: the input is quantized per token in blocks of w.group inputs (quant::quantize_act_fp8),
+    // as Qwen's FP8 checkpoints are run; the block products are then exact in fp32.
+    std::vector<float> xq(x, x + n * w.cols);
+#pragma omp parallel for schedule(static) if (n >= 64)
+    for (int64_t i = 0; i < n; ++i) quant::fake_quant_act_fp8(xq.data() + i * w.cols, 1, w.cols, w.group);
+    if (n <= kGemvMaxRows) gemv_quant(xq.data(), n, w, bias, y);
+    else gemm<WType::INT8>(xq.data(), n, w, bias, y);
     return;
   }
   if (is_quantized(w.dtype)) {

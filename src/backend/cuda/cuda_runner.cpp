@@ -71,7 +71,45 @@ Status CudaRunner::copy_rows(const ops::WeightView& w, bf16* dst) {
   return Status::ok();
 }
 
+Result<bool> CudaRunner::upload_fp8(const std::vector<const ops::WeightView*>& parts, QLinear& out) {
+  const int64_t B = kFp8Block, cols = parts[0]->cols, nb = (cols + B - 1) / B;
+  int64_t rows = 0;
+  bool aligned = true;  // every part but the last a whole number of 128-row blocks
+  for (const ops::WeightView* w : parts) {
+    if (w->dtype != ops::WType::FP8 || w->group != B || w->cols != cols || cols % 16 != 0) return false;
+    if (w != parts.back() && w->rows % B != 0) aligned = false;
+    rows += w->rows;
+  }
+  if (!fp8_max_in_) OST_TRY(fp8_gemm_.init());
+  Fp8Weight f;
+  f.scale_shift = aligned ? 7 : 0;
+  f.scale_ld = aligned ? (nb + 3) / 4 * 4 : nb;
+  const int64_t srows = aligned ? (rows + B - 1) / B : rows;
+  std::vector<float> sc(size_t(srows * f.scale_ld), 0.0f);
+  auto dw = alloc(size_t(rows * cols));
+  OST_TRY(dw.status());
+  int64_t r0 = 0;
+  for (const ops::WeightView* w : parts) {
+    OST_CUDA_RET(cudaMemcpy(static_cast<uint8_t*>(*dw) + r0 * cols, w->data, size_t(w->rows * cols),
+                            cudaMemcpyHostToDevice));
+    const int64_t n = aligned ? (w->rows + B - 1) / B : w->rows, d0 = aligned ? r0 / B : r0;
+    for (int64_t r = 0; r < n; ++r)
+      std::copy_n(w->scale + (aligned ? r : r / B) * nb, nb, sc.begin() + (d0 + r) * f.scale_ld);
+    r0 += w->rows;
+  }
+  auto ds = alloc(sc.size() * 4);
+  OST_TRY(ds.status());
+  OST_CUDA_RET(cudaMemcpy(*ds, sc.data(), sc.size() * 4, cudaMemcpyHostToDevice));
+  f.w = static_cast<const uint8_t*>(*dw);
+  f.scale = static_cast<const float*>(*ds);
+  out.f8 = f;
+  weight_bytes_ += size_t(rows * cols) + sc.size() * 4;
+  fp8_max_in_ = std::max(fp8_max_in_, cols);
+  return true;
+}
+
 Result<bool> CudaRunner::upload_int8(const std::vector<const ops::WeightView*>& parts, QLinear& out) {
+  if (parts[0]->dtype == ops::WType::FP8) return upload_fp8(parts, out);
   int64_t rows = 0;
   for (const ops::WeightView* w : parts) {
     if (w->dtype != ops::WType::INT8 || w->cols != parts[0]->cols || w->cols % 16 != 0) return false;
@@ -97,6 +135,7 @@ Result<bool> CudaRunner::upload_int8(const std::vector<const ops::WeightView*>& 
 
 Status CudaRunner::linear(const bf16* x, int64_t n, const bf16* w, const QLinear& q, int64_t out, int64_t in,
                           bf16* y, cudaStream_t s) {
+  if (q.f8) return fp8_gemm_.run(x, n, q.f8, out, in, y, fp8_scratch_, s);
   if (!q.w) return gemm_.run(x, n, w, out, in, nullptr, y, s);
   if (n <= kW8GemvMaxRows) return launch_w8a16_gemv({x, q.w, q.scale, nullptr, y, n, out, in}, s);
   OST_TRY(launch_dequant_int8({q.w, q.scale, dequant_scratch_, out, in}, s));
@@ -146,7 +185,8 @@ Status CudaRunner::load(const std::string& dir, const quant::QuantConfig& quant_
     if (!L.q.b.empty() || !L.k.b.empty() || !L.v.b.empty() || !L.o.b.empty())
       return make_error("the CUDA runner does not support attention biases yet");
     Layer& d = layers_[size_t(l)];
-    // INT8 groups go up as int8 (W8A16); FP8/INT4 and bf16 as bf16 (copy_rows dequantizes).
+    // INT8 groups go up as int8 (W8A16), FP8 as e4m3 + block scales (W8A8); INT4 and bf16 as bf16
+    // (copy_rows dequantizes).
     auto qkv_q = upload_int8({&L.q.w, &L.k.w, &L.v.w}, d.qkv_q);
     OST_TRY(qkv_q.status());
     if (!*qkv_q) {
@@ -196,6 +236,11 @@ Status CudaRunner::load(const std::string& dir, const quant::QuantConfig& quant_
     auto head = upload_rows(tw.lm_head);
     OST_TRY(head.status());
     lm_head_ = *head;
+  }
+  if (fp8_max_in_ > 0) {
+    auto sc = alloc(Fp8Gemm::scratch_bytes(std::max(kMaxRows, kMaxLogitRows), fp8_max_in_));
+    OST_TRY(sc.status());
+    fp8_scratch_ = *sc;
   }
   if (dequant_scratch_elems_ > 0) {
     auto sc = alloc(dequant_scratch_elems_ * 2);

@@ -9,6 +9,7 @@
 #include "backend/cuda/attention.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_runner.h"
+#include "backend/cuda/fp8_gemm.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/quant_gemm.h"
@@ -134,6 +135,7 @@ class CudaRunner final : public ModelRunner {
   struct QLinear {
     int8_t* w = nullptr;
     float* scale = nullptr;
+    Fp8Weight f8;  // FP8 W8A8 (fp8_gemm.h): set instead of w
   };
   struct Layer {
     bf16 *qkv = nullptr, *o = nullptr, *gu = nullptr, *down = nullptr;  // [out, in]
@@ -166,6 +168,8 @@ class CudaRunner final : public ModelRunner {
   Result<bf16*> upload_vec(const std::vector<float>& v);
   // Rows of several INT8 views stacked into one int8 matrix (false when any part is not INT8).
   Result<bool> upload_int8(const std::vector<const ops::WeightView*>& parts, QLinear& out);
+  // The same for FP8 views (block scales kept; upload_int8 hands FP8 groups to it).
+  Result<bool> upload_fp8(const std::vector<const ops::WeightView*>& parts, QLinear& out);
   // y = x · Wᵀ through the W8A16 kernel (q.w set, n <= 32), dequantize + bf16 GEMM (q.w set,
   // larger n) or the bf16 GEMM.
   Status linear(const bf16* x, int64_t n, const bf16* w, const QLinear& q, int64_t out, int64_t in, bf16* y,
@@ -203,6 +207,9 @@ class CudaRunner final : public ModelRunner {
   QLinear lm_head_q_;
   bf16* dequant_scratch_ = nullptr;  // bf16, the largest INT8 matrix (prefill of INT8 linears)
   size_t dequant_scratch_elems_ = 0;
+  Fp8Gemm fp8_gemm_;             // FP8 linears (initialized with the first one)
+  void* fp8_scratch_ = nullptr;  // quantized activations of kMaxRows rows (Fp8Gemm::scratch_bytes)
+  int64_t fp8_max_in_ = 0;
   float* inv_freq_ = nullptr;   // f32 [hd/2]
   int32_t* axis_ = nullptr;     // int32 [hd/2]
 
