@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call for the vision tower: test_cuda (all, then the attention and runner tests on
 # the 16-row kernel, OST_VISION_ATTN=fa2), the seeded 8B checkpoint, and `ostrakon bench engine`
-# at 1280x960 and 512x512 (TTFT split and the eager vision profile) for each attention variant.
+# at 1280x960 and 512x512 (TTFT split and the eager vision profile) with the A/B switches
+# (OST_VISION_ATTN, OST_VISION_ATTN_WARPS, OST_VISION_GELU, OST_VISION_ROPE, OST_JPEG_THREADS).
 # Logs go to $OUT (or ./device-out); summary.txt ends with one line per bench run.
 # Expects BIN (default build-cuda/bin) with ostrakon and test_cuda, and assets/ in the repo root.
 set -u
@@ -48,13 +49,13 @@ bench() {  # bench NAME SIZE [VAR=VALUE ...]
   LINES+=("$name: $(grep -E 'vision split' "$TMP/b_$name.txt" | head -1)")
 }
 bench big_new 1280x960 X=1
-bench big_new_w2 1280x960 OST_VISION_ATTN_WARPS=2
-bench big_fa2 1280x960 OST_VISION_ATTN=fa2
-bench big_gelu_kernel 1280x960 OST_VISION_GELU=kernel
-bench big_all_old 1280x960 OST_VISION_GELU=kernel OST_VISION_ATTN=fa2 OST_VISION_ROPE=pair
+bench big_jpeg1 1280x960 OST_JPEG_THREADS=1
+bench big_all_old 1280x960 OST_VISION_GELU=kernel OST_VISION_ATTN=fa2 OST_VISION_ROPE=pair OST_JPEG_THREADS=1
+bench big_new_again 1280x960 X=1
+bench big_w2 1280x960 OST_VISION_ATTN_WARPS=2
 bench small_new 512x512 X=1
-bench small_new_w4 512x512 OST_VISION_ATTN_WARPS=4
-bench small_fa2 512x512 OST_VISION_ATTN=fa2
+bench small_all_old 512x512 OST_VISION_GELU=kernel OST_VISION_ATTN=fa2 OST_VISION_ROPE=pair OST_JPEG_THREADS=1
+bench small_new_again 512x512 X=1
 ${EXTRA_BENCH:-true}
 step "summary"
 printf '%s\n' "${LINES[@]}" | tee -a "$S"

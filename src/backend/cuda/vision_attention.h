@@ -17,7 +17,7 @@
 namespace ost::cuda {
 
 bool vision_attention_supports(int head_dim);
-// warps: 2 (64 query rows per block) or 4 (128); 0 picks by the number of tiles.
+// warps: 2 (64 query rows per block) or 4 (128); 0: OST_VISION_ATTN_WARPS if set, else 4.
 Status launch_vision_attention(const FlashAttentionParams& p, cudaStream_t s, int warps = 0);
 
 }  // namespace ost::cuda
