@@ -17,7 +17,10 @@ struct Decoded {
   int orientation = 0;
 };
 
-Result<Decoded> decode_jpeg(const uint8_t* data, size_t size, const DecodeLimits& limits);
+// bands: -1 decides by size and format (large baseline images decode in row bands on several
+// threads); 0 or 1 one decompressor; >= 2 that many bands wherever the format allows (tests).
+Result<Decoded> decode_jpeg(const uint8_t* data, size_t size, const DecodeLimits& limits, int bands = -1);
+uint64_t jpeg_banded_decodes();  // images decoded in bands so far (tests)
 Result<Decoded> decode_png(const uint8_t* data, size_t size, const DecodeLimits& limits);
 Result<Decoded> decode_webp(const uint8_t* data, size_t size, const DecodeLimits& limits);
 

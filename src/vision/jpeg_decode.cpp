@@ -4,12 +4,23 @@
 // libjpeg reports fatal errors through error_exit, which must not return: it longjmps back
 // into jpeg_run(). jpeg_run() owns no object with a destructor; everything it fills lives
 // in the caller, so the jump skips only libjpeg's C frames.
+//
+// Large baseline images decode in horizontal bands on several threads: each band runs its own
+// libjpeg decompressor over the whole stream, skips the rows above it (jpeg_skip_scanlines:
+// entropy decoding only, no IDCT, upsampling or colour conversion) and converts its own rows,
+// so every pixel comes from libjpeg's own code. The Huffman decoding stays serial in each band;
+// the rest is split. A band that reports any warning or error sends the image back to the
+// single decompressor, which then produces the result (or the error) as before.
 
+#include <algorithm>
+#include <atomic>
 #include <csetjmp>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <jpeglib.h>
@@ -42,6 +53,10 @@ void on_error(j_common_ptr cinfo) {
 
 // Warnings (corrupt entropy data and the like) are recovered from, as PIL lets libjpeg do.
 void on_message(j_common_ptr, int) {}
+// In a band, a warning sends the image back to the single decompressor.
+void on_band_message(j_common_ptr cinfo, int level) {
+  if (level < 0) ++cinfo->err->num_warnings;
+}
 
 void on_progress(j_common_ptr cinfo) {
   auto* d = reinterpret_cast<j_decompress_ptr>(cinfo);
@@ -97,11 +112,101 @@ int orientation_from_markers(j_decompress_ptr cinfo) {
 
 enum class Outcome { kOk, kLibjpegError, kRefused };
 
+// Rows y0 .. y1-1 of the image into out (RGB8, width w), as the single decompressor would give
+// them; true when libjpeg raised no error and no warning. The band that ends the image also
+// finishes the decompression (reaching the EOI marker), so a truncated file fails here.
+bool band_run(JpegCtx* ctx, jpeg_decompress_struct* cinfo, const uint8_t* data, size_t size, J_COLOR_SPACE cs,
+              int comps, JDIMENSION y0, JDIMENSION y1, uint8_t* out, uint8_t* scratch) {
+  if (setjmp(ctx->jump)) return false;
+  jpeg_create_decompress(cinfo);
+  ctx->src.init_source = src_init;
+  ctx->src.fill_input_buffer = src_fill;
+  ctx->src.skip_input_data = src_skip;
+  ctx->src.resync_to_restart = jpeg_resync_to_restart;
+  ctx->src.term_source = src_term;
+  ctx->src.next_input_byte = data;
+  ctx->src.bytes_in_buffer = size;
+  cinfo->src = &ctx->src;
+  jpeg_read_header(cinfo, TRUE);
+  cinfo->out_color_space = cs;
+  cinfo->dct_method = JDCT_ISLOW;
+  cinfo->do_fancy_upsampling = TRUE;
+  jpeg_start_decompress(cinfo);
+  const size_t w = cinfo->output_width;
+  if (cinfo->output_components != comps) return false;
+  if (y0 > 0 && jpeg_skip_scanlines(cinfo, y0) != y0) return false;
+  while (cinfo->output_scanline < y1) {
+    uint8_t* dst = out + static_cast<size_t>(cinfo->output_scanline) * w * 3;
+    JSAMPROW row = comps == 3 ? dst : scratch;
+    if (jpeg_read_scanlines(cinfo, &row, 1) != 1) return false;
+    if (comps == 1)
+      for (size_t x = 0; x < w; ++x) dst[3 * x] = dst[3 * x + 1] = dst[3 * x + 2] = scratch[x];
+  }
+  if (y1 == cinfo->output_height) jpeg_finish_decompress(cinfo);
+  return cinfo->err->num_warnings == 0 && !ctx->hit_eof;
+}
+
+// Bands for an image of w x h (0: decode it in one piece): baseline YCbCr or grayscale of at
+// least a megapixel, up to 4 bands of at least 64 rows. OST_JPEG_THREADS caps the count (1: one
+// piece). forced >= 0 (tests): that many bands of whole 16-row groups whatever the size.
+int band_count(const jpeg_decompress_struct* cinfo, int forced) {
+  static const int cap = [] {
+    const char* e = std::getenv("OST_JPEG_THREADS");
+    const int hw = int(std::thread::hardware_concurrency());
+    const int c = e ? std::atoi(e) : std::min(4, hw > 1 ? hw : 1);
+    return std::max(1, std::min(8, c));
+  }();
+  if (cinfo->progressive_mode || cinfo->buffered_image) return 0;
+  if (!(cinfo->out_color_space == JCS_RGB && cinfo->jpeg_color_space == JCS_YCbCr) &&
+      cinfo->out_color_space != JCS_GRAYSCALE)
+    return 0;
+  const size_t w = cinfo->output_width, h = cinfo->output_height;
+  if (forced >= 0) return forced;
+  if (cap < 2) return 0;
+  if (w * h < (size_t(1) << 20)) return 0;
+  return std::max(1, std::min(cap, int(h / 64)));
+}
+
+std::atomic<uint64_t> g_banded{0};
+
+// The image in bands on `bands` threads (this one included); false if any band failed.
+bool decode_banded(const uint8_t* data, size_t size, J_COLOR_SPACE cs, int comps, size_t w, size_t h, int bands,
+                   uint8_t* out) {
+  const JDIMENSION rows = JDIMENSION((h + size_t(bands) * 16 - 1) / (size_t(bands) * 16) * 16);
+  std::atomic<bool> ok{true};
+  auto run = [&](int b) {
+    const JDIMENSION y0 = JDIMENSION(b) * rows;
+    const JDIMENSION y1 = std::min<JDIMENSION>(JDIMENSION(h), y0 + rows);
+    if (y0 >= y1) return;
+    JpegCtx ctx;
+    std::memset(&ctx, 0, sizeof ctx);
+    jpeg_decompress_struct cinfo;
+    std::memset(&cinfo, 0, sizeof cinfo);
+    cinfo.err = jpeg_std_error(&ctx.err);
+    ctx.err.error_exit = on_error;
+    ctx.err.emit_message = on_band_message;
+    cinfo.client_data = &ctx;
+    std::vector<uint8_t> scratch(comps == 1 ? w : 0);
+    if (!band_run(&ctx, &cinfo, data, size, cs, comps, y0, y1, out, scratch.data())) ok = false;
+    jpeg_destroy_decompress(&cinfo);
+  };
+  std::vector<std::thread> threads;
+  try {
+    for (int b = 1; b < bands; ++b) threads.emplace_back(run, b);
+  } catch (const std::exception&) {
+    ok = false;  // no thread: the plain path decodes the image
+  }
+  if (ok) run(0);
+  for (auto& t : threads) t.join();
+  if (ok) ++g_banded;
+  return ok;
+}
+
 // cinfo must be zeroed with cinfo->err and client_data set. On kRefused, *refusal holds the
 // message; on kLibjpegError, ctx->message.
 Outcome jpeg_run(JpegCtx* ctx, jpeg_decompress_struct* cinfo, const uint8_t* data, size_t size,
                  const DecodeLimits* limits, Decoded* out, std::vector<uint8_t>* scratch,
-                 std::string* refusal) {
+                 std::string* refusal, int forced_bands) {
   if (setjmp(ctx->jump)) return Outcome::kLibjpegError;
   jpeg_create_decompress(cinfo);
   ctx->src.init_source = src_init;
@@ -157,6 +262,11 @@ Outcome jpeg_run(JpegCtx* ctx, jpeg_decompress_struct* cinfo, const uint8_t* dat
   }
   out->image.width = static_cast<int>(w);
   out->image.height = static_cast<int>(h);
+  if (const int bands = band_count(cinfo, forced_bands); bands >= 2 &&
+      decode_banded(data, size, cinfo->out_color_space, comps, w, h, bands, out->image.rgb.data())) {
+    jpeg_abort_decompress(cinfo);
+    return Outcome::kOk;
+  }
   while (cinfo->output_scanline < cinfo->output_height) {
     uint8_t* dst = out->image.rgb.data() + static_cast<size_t>(cinfo->output_scanline) * w * 3;
     JSAMPROW row = comps == 3 ? dst : scratch->data();
@@ -184,7 +294,9 @@ Outcome jpeg_run(JpegCtx* ctx, jpeg_decompress_struct* cinfo, const uint8_t* dat
 
 }  // namespace
 
-Result<Decoded> decode_jpeg(const uint8_t* data, size_t size, const DecodeLimits& limits) {
+uint64_t jpeg_banded_decodes() { return g_banded.load(); }
+
+Result<Decoded> decode_jpeg(const uint8_t* data, size_t size, const DecodeLimits& limits, int bands) {
   JpegCtx ctx;
   std::memset(&ctx, 0, sizeof ctx);
   jpeg_decompress_struct cinfo;
@@ -197,7 +309,7 @@ Result<Decoded> decode_jpeg(const uint8_t* data, size_t size, const DecodeLimits
   Decoded out;
   std::vector<uint8_t> scratch;
   std::string refusal;
-  const Outcome r = jpeg_run(&ctx, &cinfo, data, size, &limits, &out, &scratch, &refusal);
+  const Outcome r = jpeg_run(&ctx, &cinfo, data, size, &limits, &out, &scratch, &refusal, bands);
   jpeg_destroy_decompress(&cinfo);
   if (r == Outcome::kRefused) return make_error(refusal);
   if (ctx.hit_eof) return make_error("truncated JPEG");

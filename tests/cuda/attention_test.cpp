@@ -10,6 +10,7 @@
 #include <numeric>
 
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/vision_attention.h"
 #include "backend/ops.h"
 #include "cuda_test_util.h"
 
@@ -20,7 +21,9 @@ using namespace ost::cuda;
 constexpr double kTol = 1e-2;  // P is rounded to bf16 before P·V; outputs are bf16
 
 // Dense: segments of the given lengths, q/k/v interleaved per row as the vision qkv buffer.
-void check_dense(int heads, int hd, const std::vector<int>& lens, uint32_t seed) {
+// kernel: -1 launch_flash_attention (default routing), else launch_vision_attention with that
+// many warps per block (0: its own choice).
+void check_dense(int heads, int hd, const std::vector<int>& lens, uint32_t seed, int kernel = -1) {
   const int H = heads * hd, stride = 3 * H;
   std::vector<int32_t> cu = {0};
   for (int l : lens) cu.push_back(cu.back() + l);
@@ -35,7 +38,9 @@ void check_dense(int heads, int hd, const std::vector<int>& lens, uint32_t seed)
   p.q_stride = p.kv_stride = stride, p.out_stride = H;
   p.cu_seqlens = dcu->p, p.cu_seqlens_host = cu.data(), p.n_segments = int(lens.size());
   p.scale = 1.0f / std::sqrt(float(hd));
-  ASSERT_TRUE(launch_flash_attention(p, 0).is_ok());
+  if (kernel < 0) ASSERT_TRUE(launch_flash_attention(p, 0).is_ok());
+  else ASSERT_TRUE(launch_vision_attention(p, 0, kernel).is_ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   std::vector<float> ref(size_t(n) * H);
   for (size_t s = 0; s < lens.size(); ++s) {
     ops::AttentionParams a;
@@ -46,8 +51,8 @@ void check_dense(int heads, int hd, const std::vector<int>& lens, uint32_t seed)
     ops::attention(a, base, base + H, base + 2 * H, ref.data() + int64_t(cu[s]) * H);
   }
   const double e = rel_l2(from_dev(dout->p, ref.size()), ref);
-  std::printf("flash dense heads %d hd %d, %zu segments, %d rows: rel L2 %.3g\n", heads, hd, lens.size(), n,
-              e);
+  std::printf("flash dense (kernel %d) heads %d hd %d, %zu segments, %d rows: rel L2 %.3g\n", kernel, heads, hd,
+              lens.size(), n, e);
   EXPECT_LE(e, kTol) << heads << "/" << hd;
 }
 
@@ -57,6 +62,56 @@ TEST(CudaAttention, FlashDenseSegments) {
   check_dense(16, 72, {1, 200, 64, 129}, 2);
   check_dense(2, 128, {100, 70}, 3);
   check_dense(16, 72, {2000, 300, 37}, 4);  // enough tiles for the 8-warp shape
+}
+
+// The 32-rows-per-warp vision kernel in both block shapes: segments shorter than a key tile,
+// odd lengths, a length one past a tile, many segments, one long frame.
+TEST(CudaAttention, VisionDenseBothShapes) {
+  OST_REQUIRE_GPU();
+  uint32_t seed = 10;
+  for (int warps : {2, 4}) {
+    check_dense(16, 72, {1, 200, 64, 129}, seed++, warps);
+    check_dense(16, 72, {65, 3, 127, 128, 31}, seed++, warps);
+    check_dense(3, 72, {777}, seed++, warps);
+    check_dense(4, 64, {64, 36, 300}, seed++, warps);
+    check_dense(16, 72, {1024, 1024}, seed++, warps);
+  }
+  check_dense(8, 72, {2400}, seed++, 0);
+  // GQA addressing: 8 query heads over 2 kv heads.
+  const int heads = 8, kv = 2, hd = 72, n = 333;
+  const int qw = heads * hd, kw = kv * hd, stride = qw + 2 * kw;
+  std::vector<int32_t> cu = {0, 100, n};
+  auto qkv = randn_bf16(size_t(n) * stride, seed++);
+  auto d = to_dev(qkv);
+  auto dcu = to_dev_raw(cu);
+  for (int warps : {2, 4}) {
+    auto dout = poisoned(size_t(n) * qw);
+    FlashAttentionParams p;
+    p.q = d->p, p.k = d->p + qw, p.v = d->p + qw + kw, p.out = dout->p;
+    p.n_heads = heads, p.n_kv = kv, p.head_dim = hd;
+    p.q_stride = p.kv_stride = stride, p.out_stride = qw;
+    p.cu_seqlens = dcu->p, p.cu_seqlens_host = cu.data(), p.n_segments = 2;
+    p.scale = 1.0f / std::sqrt(float(hd));
+    ASSERT_TRUE(launch_vision_attention(p, 0, warps).is_ok());
+    std::vector<float> ref(size_t(n) * qw);
+    for (int sgm = 0; sgm < 2; ++sgm) {
+      ops::AttentionParams a;
+      a.n_q = a.n_kv = cu[sgm + 1] - cu[sgm];
+      a.n_heads = heads, a.n_kv_heads = kv, a.head_dim = hd;
+      a.q_stride = a.kv_stride = stride, a.out_stride = qw, a.scale = p.scale;
+      const float* base = qkv.data() + int64_t(cu[sgm]) * stride;
+      ops::attention(a, base, base + qw, base + qw + kw, ref.data() + int64_t(cu[sgm]) * qw);
+    }
+    const double e = rel_l2(from_dev(dout->p, ref.size()), ref);
+    std::printf("vision attention GQA %d/%d, %d warps: rel L2 %.3g\n", heads, kv, warps, e);
+    EXPECT_LE(e, kTol);
+  }
+  FlashAttentionParams bad;
+  bad.n_heads = bad.n_kv = 1, bad.head_dim = 128;
+  std::vector<int32_t> one = {0, 1};
+  bad.cu_seqlens = dcu->p, bad.cu_seqlens_host = one.data(), bad.n_segments = 1;
+  EXPECT_FALSE(launch_vision_attention(bad, 0).is_ok());
+  EXPECT_FALSE(vision_attention_supports(128));
 }
 
 // A paged cache of `blocks` shuffled blocks; sequence 0 holds `len` tokens.

@@ -5,6 +5,7 @@
 
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/vision_rope.h"
 #include "backend/ops.h"
 #include "cuda_test_util.h"
 #include "model/graph.h"
@@ -34,6 +35,33 @@ TEST(CudaOps, Gemm) {
     ops::matmul(x.data(), s.n, f32_view(w, s.out, s.in), s.bias ? b.data() : nullptr, ref.data());
     EXPECT_LE(rel_l2(from_dev(dy->p, ref.size()), ref), kTol) << s.n << "x" << s.out << "x" << s.in;
   }
+}
+
+// The vision MLP's fc1: gelu_tanh in cuBLASLt's epilogue against the fp32 product, bias and
+// gelu_tanh (the fused form rounds once, after the gelu).
+TEST(CudaOps, GemmBiasGeluEpilogue) {
+  OST_REQUIRE_GPU();
+  Gemm g;
+  ASSERT_TRUE(g.init().is_ok());
+  struct S { int64_t n, out, in; };
+  for (S s : {S{1, 256, 512}, S{33, 384, 1152}, S{300, 4304, 1152}}) {
+    auto x = randn_bf16(static_cast<size_t>(s.n * s.in), 21), w = randn_bf16(static_cast<size_t>(s.out * s.in), 22, 0.05f),
+         b = randn_bf16(static_cast<size_t>(s.out), 23);
+    auto dx = to_dev(x), dw = to_dev(w), db = to_dev(b);
+    auto dy = poisoned(static_cast<size_t>(s.n * s.out));
+    ASSERT_TRUE(g.run_bias_gelu(dx->p, s.n, dw->p, s.out, s.in, db->p, dy->p, 0).is_ok());
+    std::vector<float> ref(static_cast<size_t>(s.n * s.out));
+    ops::matmul(x.data(), s.n, f32_view(w, s.out, s.in), b.data(), ref.data());
+    std::vector<float> erf_ref = ref;
+    ops::gelu_tanh(ref.data(), int64_t(ref.size()));
+    ops::gelu_erf(erf_ref.data(), int64_t(erf_ref.size()));
+    const auto got = from_dev(dy->p, ref.size());
+    const double e = rel_l2(got, ref);
+    std::printf("gemm+gelu %lldx%lldx%lld: rel L2 %.3g vs gelu_tanh, %.3g vs gelu_erf\n", (long long)s.n,
+                (long long)s.out, (long long)s.in, e, rel_l2(got, erf_ref));
+    EXPECT_LE(e, kTol) << s.n << "x" << s.out << "x" << s.in;
+  }
+  EXPECT_FALSE(g.run_bias_gelu(nullptr, 1, nullptr, 1, 1, nullptr, nullptr, 0).is_ok());
 }
 
 TEST(CudaOps, AddRmsNorm) {
@@ -176,6 +204,17 @@ TEST(CudaOps, VisionRope) {
     std::vector<float> r = x;
     ops::rope(r.data(), n, heads, hd, stride, cs.data(), sn.data());
     EXPECT_LE(rel_l2(from_dev(dx->p, r.size()), r), kTol);
+    // Four pairs per thread (the vision tower's launch): the q and k heads of a qkv row, v untouched.
+    auto dx4 = to_dev(x);
+    const RopeParams p4{dx4->p, dc->p, ds->p, n, stride, 2 * heads, hd};
+    EXPECT_TRUE(rope4_supports(p4));
+    ASSERT_TRUE(launch_rope4(p4, 0).is_ok());
+    std::vector<float> r4 = x;
+    ops::rope(r4.data(), n, 2 * heads, hd, stride, cs.data(), sn.data());
+    const auto got = from_dev(dx4->p, r4.size());
+    EXPECT_LE(rel_l2(got, r4), kTol);
+    for (int64_t i = 0; i < n; ++i)  // the v third is left as it was
+      for (int64_t c = 2 * heads * hd; c < stride; ++c) ASSERT_EQ(got[size_t(i * stride + c)], x[size_t(i * stride + c)]);
   }
 }
 

@@ -17,10 +17,12 @@
 #include <cfloat>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 
 #include "backend/cuda/attention.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/pdl.h"
+#include "backend/cuda/vision_attention.h"
 
 namespace ost::cuda {
 namespace {
@@ -619,6 +621,11 @@ Status launch_flash_attention(const FlashAttentionParams& p, cudaStream_t s) {
   if (!p.block_table && (!p.cu_seqlens || !p.cu_seqlens_host))
     return make_error("flash attention: no key addressing given");
   if (p.block_table && p.n == 0) return Status::ok();
+  static const bool fa2_dense = [] {  // OST_VISION_ATTN=fa2: the 16-row kernel below (A/B runs)
+    const char* e = std::getenv("OST_VISION_ATTN");
+    return e && std::strcmp(e, "fa2") == 0;
+  }();
+  if (!p.block_table && !fa2_dense && vision_attention_supports(p.head_dim)) return launch_vision_attention(p, s);
   switch (p.head_dim) {
     case 16:
       return flash_dispatch<16>(p, s);

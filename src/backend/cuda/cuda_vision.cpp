@@ -6,8 +6,11 @@
 // the prefill (VisionInput::keep_on_device) or come back as f32.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 #include "backend/cuda/cuda_runner_impl.h"
+#include "backend/cuda/vision_rope.h"
 #include "core/bf16.h"
 #include "model/merge_order.h"
 
@@ -230,6 +233,15 @@ Result<VisionOutput> CudaRunner::encode_images(const VisionInput& in) {
     OST_CUDA_RET(cudaMemcpyAsync(rl_d, row_len.data(), size_t(N) * 4, cudaMemcpyHostToDevice, st));
   }
 
+  // OST_VISION_GELU=kernel: fc1 rounds to bf16 and a separate kernel applies the gelu (A/B runs).
+  static const bool gelu_epilogue = [] {
+    const char* e = std::getenv("OST_VISION_GELU");
+    return !(e && std::strcmp(e, "kernel") == 0);
+  }();
+  static const bool rope_pairs = [] {  // OST_VISION_ROPE=pair: one pair per thread (A/B runs)
+    const char* e = std::getenv("OST_VISION_ROPE");
+    return e && std::strcmp(e, "pair") == 0;
+  }();
   // Each residual add is fused with the LayerNorm after it (the next block's norm1 included),
   // so h holds norm1's output when a block starts.
   OST_TRY(launch_layer_norm({x, vblocks_[0].norm1.w, vblocks_[0].norm1.b, h, N, int(H), eps}, st));
@@ -238,7 +250,8 @@ Result<VisionOutput> CudaRunner::encode_images(const VisionInput& in) {
     mark("norm / residual / gelu");
     OST_TRY(gemm_.run(h, N, b.qkv.w, 3 * H, H, b.qkv.b, qkv, st));
     mark("gemm qkv");
-    OST_TRY(launch_rope({qkv, cs, sn, N, 3 * H, 2 * heads, hd}, st));  // the q heads, then the k heads
+    const RopeParams rp{qkv, cs, sn, N, 3 * H, 2 * heads, hd};  // the q heads, then the k heads
+    OST_TRY(rope_pairs ? launch_rope(rp, st) : launch_rope4(rp, st));
     mark("rope");
     const float scale = float(1.0 / std::sqrt(double(hd)));
     if (flash) {
@@ -277,10 +290,15 @@ Result<VisionOutput> CudaRunner::encode_images(const VisionInput& in) {
     mark("gemm proj");
     OST_TRY(launch_add_layer_norm({x, h, b.norm2.w, b.norm2.b, at, N, int(H), eps}, st));
     mark("norm / residual / gelu");
-    OST_TRY(gemm_.run(at, N, b.fc1.w, I, H, b.fc1.b, ml, st));
-    mark("gemm fc1");
-    OST_TRY(launch_gelu(ml, N * I, /*erf=*/false, st));
-    mark("norm / residual / gelu");
+    if (gelu_epilogue && b.fc1.b) {  // gelu_tanh in the GEMM's epilogue
+      OST_TRY(gemm_.run_bias_gelu(at, N, b.fc1.w, I, H, b.fc1.b, ml, st));
+      mark("gemm fc1 + gelu");
+    } else {
+      OST_TRY(gemm_.run(at, N, b.fc1.w, I, H, b.fc1.b, ml, st));
+      mark("gemm fc1");
+      OST_TRY(launch_gelu(ml, N * I, /*erf=*/false, st));
+      mark("norm / residual / gelu");
+    }
     OST_TRY(gemm_.run(ml, N, b.fc2.w, H, I, b.fc2.b, h, st));
     mark("gemm fc2");
     if (l + 1 < c.depth) {

@@ -30,8 +30,8 @@ Status Gemm::init(size_t workspace_bytes) {
 
 // Column-major view: yᵀ [out, n] = W [out, in] (W stored row-major = Wᵀ column-major, so op T)
 // · xᵀ [in, n].
-Result<Gemm::Plan*> Gemm::plan(int64_t n, int64_t out, int64_t in, bool bias) {
-  const Key key{n, out, in, bias};
+Result<Gemm::Plan*> Gemm::plan(int64_t n, int64_t out, int64_t in, bool bias, bool gelu) {
+  const Key key{n, out, in, bias, gelu};
   auto it = plans_.find(key);
   if (it != plans_.end()) return &it->second;
   Plan p;
@@ -40,7 +40,7 @@ Result<Gemm::Plan*> Gemm::plan(int64_t n, int64_t out, int64_t in, bool bias) {
   OST_CUBLAS_RET(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
   OST_CUBLAS_RET(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
   if (bias) {
-    const cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
+    const cublasLtEpilogue_t ep = gelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
     OST_CUBLAS_RET(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
   }
   OST_CUBLAS_RET(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, uint64_t(in), uint64_t(out), in));
@@ -62,7 +62,7 @@ Result<Gemm::Plan*> Gemm::plan(int64_t n, int64_t out, int64_t in, bool bias) {
   p.algo = res[0].algo;
   for (int i = 0; i < found; ++i)
     if (res[i].state == CUBLAS_STATUS_SUCCESS) p.candidates.push_back(res[i].algo);
-  p.tune = p.candidates.size() >= 2 || (gemv_ && n <= kGemvMaxRows && in % 8 == 0);
+  p.tune = !gelu && (p.candidates.size() >= 2 || (gemv_ && n <= kGemvMaxRows && in % 8 == 0));
   if (!p.tune) p.candidates.clear();
   return &plans_.emplace(key, p).first->second;
 }
@@ -121,6 +121,20 @@ Status Gemm::run(const __nv_bfloat16* x, int64_t n, const __nv_bfloat16* w, int6
     return launch_gemv({x, w, bias, y, int(n), out, in}, pl.gemv_rows, s);
   OST_CUBLAS_RET(cublasLtMatmul(lt_, pl.desc, &alpha, w, pl.a, x, pl.b, &beta, y, pl.c, y, pl.c,
                                 &pl.algo, workspace_, workspace_bytes_, s));
+  return Status::ok();
+}
+
+Status Gemm::run_bias_gelu(const __nv_bfloat16* x, int64_t n, const __nv_bfloat16* w, int64_t out,
+                           int64_t in, const __nv_bfloat16* bias, __nv_bfloat16* y, cudaStream_t s) {
+  if (!bias) return make_error("gemm: the gelu epilogue needs a bias");
+  if (n == 0) return Status::ok();
+  auto p = plan(n, out, in, true, true);
+  OST_TRY(p.status());
+  Plan& pl = **p;
+  OST_CUBLAS_RET(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+  const float alpha = 1.0f, beta = 0.0f;
+  OST_CUBLAS_RET(cublasLtMatmul(lt_, pl.desc, &alpha, w, pl.a, x, pl.b, &beta, y, pl.c, y, pl.c, &pl.algo,
+                                workspace_, workspace_bytes_, s));
   return Status::ok();
 }
 

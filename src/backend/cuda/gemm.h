@@ -29,6 +29,11 @@ class Gemm {
   // x bf16 [n, in] (row stride in), w bf16 [out, in], bias bf16 [out] or null, y bf16 [n, out].
   Status run(const __nv_bfloat16* x, int64_t n, const __nv_bfloat16* w, int64_t out, int64_t in,
              const __nv_bfloat16* bias, __nv_bfloat16* y, cudaStream_t s);
+  // y = gelu_tanh(x · Wᵀ + bias) with the gelu in cuBLASLt's epilogue (CUBLASLT_EPILOGUE_GELU_BIAS,
+  // the tanh form), applied to the fp32 sum before the one bf16 rounding. bias is required; the
+  // heuristic's first algorithm, no GEMV (for the vision MLP's many rows).
+  Status run_bias_gelu(const __nv_bfloat16* x, int64_t n, const __nv_bfloat16* w, int64_t out, int64_t in,
+                       const __nv_bfloat16* bias, __nv_bfloat16* y, cudaStream_t s);
 
  private:
   struct Plan {
@@ -40,8 +45,8 @@ class Gemm {
     int gemv_rows = 0;                              // > 0: the GEMV kernel with this many rows per block
   };
   static constexpr int64_t kTuneMaxRows = 64;
-  using Key = std::tuple<int64_t, int64_t, int64_t, bool>;  // n, out, in, bias
-  Result<Plan*> plan(int64_t n, int64_t out, int64_t in, bool bias);
+  using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool>;  // n, out, in, bias, gelu
+  Result<Plan*> plan(int64_t n, int64_t out, int64_t in, bool bias, bool gelu = false);
 
   cublasLtHandle_t lt_ = nullptr;
   void* workspace_ = nullptr;
