@@ -24,7 +24,7 @@ ops::WeightView int8_view(const quant::QuantizedMatrix& m) {
 TEST(CudaQuant, W8A16GemvMatchesCpu) {
   OST_REQUIRE_GPU();
   struct S { int64_t out, in; };
-  for (S sh : {S{256, 512}, S{1000, 4096}, S{4104, 1024}, S{18, 16}}) {
+  for (S sh : {S{256, 512}, S{1000, 4096}, S{4104, 1024}, S{18, 16}, S{1027, 12288}, S{3, 4096}}) {
     auto wf = randn_bf16(size_t(sh.out * sh.in), 11, 0.05f);
     auto qm = quant::quantize(quant::Format::INT8, wf.data(), sh.out, sh.in, 0);
     ASSERT_TRUE(qm.is_ok());
@@ -32,17 +32,22 @@ TEST(CudaQuant, W8A16GemvMatchesCpu) {
     DevBuf<float> ds(qm->scale.size());
     ASSERT_EQ(cudaMemcpy(dw.p, qm->data.data(), qm->data.size(), cudaMemcpyHostToDevice), cudaSuccess);
     ASSERT_EQ(cudaMemcpy(ds.p, qm->scale.data(), qm->scale.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
-    for (int64_t n : {1, 2, 3, 4, 5, 7, 8, 13, 32}) {
+    for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 13, 32}) {
       auto x = randn_bf16(size_t(n * sh.in), uint32_t(20 + n));
       auto b = randn_bf16(size_t(sh.out), 5);
       auto dx = to_dev(x), db = to_dev(b);
-      auto dy = poisoned(size_t(n * sh.out));
-      Status st = launch_w8a16_gemv({dx->p, dw.p, ds.p, db->p, dy->p, n, sh.out, sh.in}, 0);
-      ASSERT_TRUE(st.is_ok()) << st.message();
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      const bool with_bias = n % 2;
       std::vector<float> ref(size_t(n * sh.out));
-      ops::matmul(x.data(), n, int8_view(*qm), b.data(), ref.data());
-      EXPECT_LE(rel_l2(from_dev(dy->p, ref.size()), ref), 1e-2) << n << "x" << sh.out << "x" << sh.in;
+      ops::matmul(x.data(), n, int8_view(*qm), with_bias ? b.data() : nullptr, ref.data());
+      for (int rows : {0, 1, 2, 4}) {  // every rows-per-block variant (0: the default)
+        auto dy = poisoned(size_t(n * sh.out));
+        W8A16Params p{dx->p, dw.p, ds.p, with_bias ? db->p : nullptr, dy->p, n, sh.out, sh.in};
+        p.rows_per_block = rows;
+        Status st = launch_w8a16_gemv(p, 0);
+        ASSERT_TRUE(st.is_ok()) << st.message();
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        EXPECT_LE(rel_l2(from_dev(dy->p, ref.size()), ref), 1e-2) << n << "x" << sh.out << "x" << sh.in << " rows " << rows;
+      }
     }
     // Prefill path: dequantize to bf16, then the bf16 GEMM.
     Gemm g;
@@ -60,8 +65,9 @@ TEST(CudaQuant, W8A16GemvMatchesCpu) {
   }
 }
 
-TEST(CudaQuant, Int8RunnerMatchesCpuInt8Runner) {
-  OST_REQUIRE_GPU();
+// The CUDA runner against the CPU runner, both with the same quantized weights (INT4 is widened to
+// bf16 on the GPU), prefill and decode (the fused GEMVs).
+void runner_matches_cpu(quant::Format format) {
   TempDir dir;
   TestModelOptions o;
   o.config_dir = test_data() + "/qwen3vl-tiny";
@@ -69,7 +75,8 @@ TEST(CudaQuant, Int8RunnerMatchesCpuInt8Runner) {
   o.out_dir = dir.path();
   ASSERT_TRUE(write_test_model(o).is_ok());
   quant::QuantConfig qc;
-  qc.format = quant::Format::INT8;
+  qc.format = format;
+  qc.group_size = 32;  // INT4: the tiny model's 64 inputs
   auto c = load_cpu_runner(dir.path(), qc);
   auto g = load_cuda_runner(dir.path(), qc);
   ASSERT_TRUE(c.is_ok()) << c.message();
@@ -93,6 +100,25 @@ TEST(CudaQuant, Int8RunnerMatchesCpuInt8Runner) {
     ASSERT_TRUE(dc.is_ok() && dg.is_ok()) << dg.message();
     EXPECT_LE(rel_l2(*dg, *dc), 2e-2) << "decode step " << step;
   }
+}
+
+TEST(CudaQuant, Int8RunnerMatchesCpuInt8Runner) {
+  OST_REQUIRE_GPU();
+  runner_matches_cpu(quant::Format::INT8);
+}
+
+// The full decode fusions (RMSNorm prologue, residual epilogue, SiLU prologue), opt-in.
+TEST(CudaQuant, FusedDecodeRunnerMatchesCpu) {
+  OST_REQUIRE_GPU();
+  setenv("OST_FUSED_DECODE", "1", 1);
+  runner_matches_cpu(quant::Format::INT8);
+  runner_matches_cpu(quant::Format::None);
+  unsetenv("OST_FUSED_DECODE");
+}
+
+TEST(CudaQuant, Int4RunnerMatchesCpuInt4Runner) {
+  OST_REQUIRE_GPU();
+  runner_matches_cpu(quant::Format::INT4);
 }
 
 }  // namespace

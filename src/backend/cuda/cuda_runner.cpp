@@ -142,6 +142,18 @@ Status CudaRunner::linear(const bf16* x, int64_t n, const bf16* w, const QLinear
   return gemm_.run(x, n, dequant_scratch_, out, in, nullptr, y, s);
 }
 
+Status CudaRunner::fused_linear(const bf16* x, int64_t n, const bf16* w, const QLinear& q, int64_t out, int64_t in,
+                                bf16* y, const GemvFusion& f, cudaStream_t s) {
+  if (q.w) {
+    W8A16Params p{x, q.w, q.scale, nullptr, y, n, out, in};
+    p.fuse = f;
+    return launch_w8a16_gemv(p, s);
+  }
+  GemvParams p{x, w, nullptr, y, int(n), out, in};
+  p.fuse = f;
+  return launch_gemv(p, fused_gemv_rows(n), s);
+}
+
 Result<bf16*> CudaRunner::upload_vec(const std::vector<float>& v) {
   std::vector<bf16_t> tmp(v.size());
   for (size_t i = 0; i < v.size(); ++i) tmp[i] = f32_to_bf16(v[i]);  // exact: loaded from bf16
@@ -174,6 +186,16 @@ Status CudaRunner::load(const std::string& dir, const quant::QuantConfig& quant_
   // 3903 vs 3990 tok/s at batch 32, 2026-11-25).
   const char* fq = std::getenv("OST_FUSED_QK");
   fused_qk_ = fq && std::strcmp(fq, "1") == 0;
+  // Decode GEMV fusions (gemv.h GemvFusion). On by default: the INT8 gate_up GEMV pairs gate and
+  // up rows and writes SiLU(gate)·up (no silu_mul; INT8 batch 1 3.95 vs 3.99 ms/step, bf16 5.90 vs
+  // 5.87 so bf16 does not use it). OST_FUSED_DECODE=1 also reads the RMSNorm in
+  // the qkv / gate_up GEMVs and adds the residual in o / down (no add_rms_norm in the layers):
+  // slower on the H100 (every block recomputes the norm or SiLU of the whole input row; bf16
+  // 6.10 vs 5.87 ms/step, INT8 5.26 vs 4.05 ms/step at batch 1, 2026-11-25).
+  const char* fd = std::getenv("OST_FUSED_DECODE");
+  fused_decode_ = fd && std::strcmp(fd, "1") == 0;
+  const char* gd = std::getenv("OST_GLU_DECODE");
+  glu_decode_ = !(gd && std::strcmp(gd, "0") == 0);
   OST_CUDA_RET(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   OST_TRY(gemm_.init());
 
@@ -404,11 +426,26 @@ Status CudaRunner::forward(int64_t n, int64_t logits_from, const ImageRows* img,
   OST_TRY(launch_embedding({embed_, field(in, kIds), x_, n, H}, s));
   if (img && img->n > 0)
     OST_TRY(launch_scatter_rows({x_, img->embeds, field(in, kImage), img->n, H, false}, s));
-  OST_TRY(launch_add_rms_norm({x_, nullptr, layers_[0].attn_norm, h_, n, int(H), eps}, s));
+  // Decode with few rows: glu, the gate_up GEMV writes act_; fuse, the GEMVs also read x_ through
+  // the RMSNorm, add into x_ and read gate_up through SiLU·up (no add_rms_norm / silu_mul).
+  const bool small = decode && n <= kGemvMaxRows && !(img && img->n > 0) && H % 16 == 0 && I % 16 == 0 &&
+                     Q % 16 == 0;
+  const bool fuse = fused_decode_ && small;
+  // The GLU epilogue where it measured faster: INT8 weights, up to 4 rows (bf16 keeps the GEMM
+  // timed per shape; INT8 from 5 rows takes the warp kernel).
+  const bool glu = glu_decode_ && small && !fuse && n <= 4;
+  if (!fuse) OST_TRY(launch_add_rms_norm({x_, nullptr, layers_[0].attn_norm, h_, n, int(H), eps}, s));
   for (int l = 0; l < c.num_layers; ++l) {
     const Layer& L = layers_[size_t(l)];
     mark("norm/rope/act");
-    OST_TRY(linear(h_, n, L.qkv, L.qkv_q, Q + 2 * KV, H, qkv_, s));
+    if (fuse) {
+      GemvFusion f;
+      f.norm_w = L.attn_norm;
+      f.eps = eps;
+      OST_TRY(fused_linear(x_, n, L.qkv, L.qkv_q, Q + 2 * KV, H, qkv_, f, s));
+    } else {
+      OST_TRY(linear(h_, n, L.qkv, L.qkv_q, Q + 2 * KV, H, qkv_, s));
+    }
     mark("gemm qkv");
     QkNormRopeParams qp;
     qp.qkv = qkv_;
@@ -486,14 +523,38 @@ Status CudaRunner::forward(int64_t n, int64_t logits_from, const ImageRows* img,
       OST_TRY(launch_attention(ap, s));
     }
     mark("attention");
+    if (fuse) {
+      GemvFusion f;
+      f.residual = x_;
+      OST_TRY(fused_linear(attn_, n, L.o, L.o_q, H, Q, x_, f, s));
+      mark("gemm o");
+      f = GemvFusion{};
+      f.norm_w = L.ffn_norm;
+      f.eps = eps;
+      OST_TRY(fused_linear(x_, n, L.gu, L.gu_q, 2 * I, H, gu_, f, s));
+      mark("gemm gate_up");
+      f = GemvFusion{};
+      f.silu = true;
+      f.residual = x_;
+      OST_TRY(fused_linear(gu_, n, L.down, L.down_q, H, I, x_, f, s));
+      mark("gemm down");
+      continue;
+    }
     OST_TRY(linear(attn_, n, L.o, L.o_q, H, Q, h_, s));
     mark("gemm o");
     OST_TRY(launch_add_rms_norm({x_, h_, L.ffn_norm, h_, n, int(H), eps}, s));
     mark("norm/rope/act");
-    OST_TRY(linear(h_, n, L.gu, L.gu_q, 2 * I, H, gu_, s));
-    mark("gemm gate_up");
-    OST_TRY(launch_silu_mul({gu_, act_, n, I}, s));
-    mark("norm/rope/act");
+    if (glu && L.gu_q.w) {
+      GemvFusion f;
+      f.glu = true;
+      OST_TRY(fused_linear(h_, n, L.gu, L.gu_q, I, H, act_, f, s));  // W: 2·I rows, writes I
+      mark("gemm gate_up");
+    } else {
+      OST_TRY(linear(h_, n, L.gu, L.gu_q, 2 * I, H, gu_, s));
+      mark("gemm gate_up");
+      OST_TRY(launch_silu_mul({gu_, act_, n, I}, s));
+      mark("norm/rope/act");
+    }
     OST_TRY(linear(act_, n, L.down, L.down_q, H, I, h_, s));
     mark("gemm down");
     const bf16* next = l + 1 < c.num_layers ? layers_[size_t(l + 1)].attn_norm : norm_;
@@ -503,6 +564,7 @@ Status CudaRunner::forward(int64_t n, int64_t logits_from, const ImageRows* img,
       OST_TRY(launch_add_rms_norm({x_, nullptr, next, h_, n, int(H), eps}, s));
     }
   }
+  if (fuse) OST_TRY(launch_add_rms_norm({x_, nullptr, norm_, h_, n, int(H), eps}, s));
   const int64_t nl = n - logits_from;
   for (int64_t r0 = 0; r0 < nl; r0 += kMaxLogitRows) {
     const int64_t rn = std::min<int64_t>(kMaxLogitRows, nl - r0);

@@ -174,6 +174,9 @@ class CudaRunner final : public ModelRunner {
   // larger n) or the bf16 GEMM.
   Status linear(const bf16* x, int64_t n, const bf16* w, const QLinear& q, int64_t out, int64_t in, bf16* y,
                 cudaStream_t s);
+  // Decode (n <= 8): the same product through the GEMV kernels with the fusions of gemv.h.
+  Status fused_linear(const bf16* x, int64_t n, const bf16* w, const QLinear& q, int64_t out, int64_t in, bf16* y,
+                      const GemvFusion& f, cudaStream_t s);
   Status load_linear(const Linear& l, VLinear& out);
   Status load_norm(const Norm& n, VNorm& out);
   Status load_vision();
@@ -239,6 +242,8 @@ class CudaRunner final : public ModelRunner {
 
   std::vector<std::pair<int, int>> dirty_tables_;  // (staging row, blocks) to upload next
   bool fast_attention_ = true;  // flash / split-K attention (OST_ATTN=simt: the generic kernel)
+  bool glu_decode_ = true;      // decode: gate_up GEMV writes SiLU(gate)·up (OST_GLU_DECODE=0: off)
+  bool fused_decode_ = false;   // decode: also norms, residual adds inside the GEMVs (OST_FUSED_DECODE=1)
   bool fused_qk_ = false;       // decode: q/k norm + rope inside the attention kernel (OST_FUSED_QK=1)
   std::vector<uint64_t> staged_owner_;  // sequence id whose block table each staging row holds
   uint64_t next_seq_id_ = 1;

@@ -7,6 +7,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemv.h"
+#include "backend/cuda/gemv_fuse.cuh"
 #include "backend/cuda/pdl.h"
 
 namespace ost::cuda {
@@ -32,13 +33,13 @@ __device__ __forceinline__ void to_f32(const uint4& u, float* f) {
   }
 }
 
-template <int N, int R>
-__device__ __forceinline__ void gemv_chunk(const uint4* x4, int64_t chunks, int64_t c, const uint4 (&wv)[R],
+template <int N, int R, int X>
+__device__ __forceinline__ void gemv_chunk(const GemvParams& p, int64_t c, const uint4 (&wv)[R], const float (&rn)[N],
                                            float (&acc)[N][R]) {
 #pragma unroll
   for (int n = 0; n < N; ++n) {
     float xf[8];
-    to_f32(__ldg(x4 + n * chunks + c), xf);
+    fuse::load_x8<X>(p.x, p.in, n, c, p.fuse.norm_w, rn[n], xf);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       float wf[8];
@@ -49,17 +50,16 @@ __device__ __forceinline__ void gemv_chunk(const uint4* x4, int64_t chunks, int6
   }
 }
 
-template <int N, int R>
+template <int N, int R, int X>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvParams p) {
   pdl_trigger();
-  const int64_t o0 = int64_t(blockIdx.x) * R;
+  constexpr int RO = X == fuse::kGlu && R > 1 ? R / 2 : R;  // outputs per block (GLU needs R >= 2)
+  const int64_t o0 = int64_t(blockIdx.x) * RO;
   const int64_t chunks = p.in / 8;
-  const uint4* x4 = reinterpret_cast<const uint4*>(p.x);
   const uint4* w4 = reinterpret_cast<const uint4*>(p.w);
   const uint4* wr[R];
 #pragma unroll
-  for (int r = 0; r < R; ++r)
-    wr[r] = w4 + std::min(o0 + r, p.out - 1) * chunks;  // tail rows re-read the last
+  for (int r = 0; r < R; ++r) wr[r] = w4 + fuse::block_row<X, R>(o0, r, p.out) * chunks;
   // The weights do not depend on the kernels before: optionally start pulling this thread's
   // share into L2 while they finish (programmatic dependent launch), then wait for x.
   if (p.prefetch)
@@ -67,6 +67,8 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvParams p) {
 #pragma unroll
       for (int r = 0; r < R; ++r) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(wr[r] + c));
   pdl_wait();
+  float rn[N];
+  if constexpr (X == fuse::kNorm) fuse::row_rms<N, kThreads>(p.x, p.in, p.fuse.eps, rn);
   float acc[N][R];
 #pragma unroll
   for (int n = 0; n < N; ++n)
@@ -81,14 +83,14 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvParams p) {
       wa[r] = ld_stream(wr[r] + c);
       wb[r] = ld_stream(wr[r] + c + kThreads);
     }
-    gemv_chunk<N, R>(x4, chunks, c, wa, acc);
-    gemv_chunk<N, R>(x4, chunks, c + kThreads, wb, acc);
+    gemv_chunk<N, R, X>(p, c, wa, rn, acc);
+    gemv_chunk<N, R, X>(p, c + kThreads, wb, rn, acc);
   }
   if (c < chunks) {
     uint4 wa[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) wa[r] = ld_stream(wr[r] + c);
-    gemv_chunk<N, R>(x4, chunks, c, wa, acc);
+    gemv_chunk<N, R, X>(p, c, wa, rn, acc);
   }
 
   __shared__ float red[kThreads / 32][N * R];
@@ -103,7 +105,19 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvParams p) {
       if (lane == 0) red[warp][n * R + r] = v;
     }
   __syncthreads();
-  if (threadIdx.x < N * R) {
+  if constexpr (X == fuse::kGlu) {
+    if (threadIdx.x < N * RO) {
+      const int n = threadIdx.x / RO, r = threadIdx.x % RO;
+      const int64_t o = o0 + r;
+      if (o < p.out) {
+        float g = 0.0f, u = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kThreads / 32; ++w) g += red[w][n * R + r], u += red[w][n * R + r + RO];
+        if (p.bias) g += __bfloat162float(p.bias[o]), u += __bfloat162float(p.bias[p.out + o]);
+        p.y[int64_t(n) * p.out + o] = fuse::glu(g, u);
+      }
+    }
+  } else if (threadIdx.x < N * R) {
     const int n = threadIdx.x / R, r = threadIdx.x % R;
     const int64_t o = o0 + r;
     if (o < p.out) {
@@ -111,27 +125,31 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvParams p) {
 #pragma unroll
       for (int w = 0; w < kThreads / 32; ++w) v += red[w][n * R + r];
       if (p.bias) v += __bfloat162float(p.bias[o]);
-      p.y[int64_t(n) * p.out + o] = __float2bfloat16(v);
+      p.y[int64_t(n) * p.out + o] = fuse::epilogue(v, p.fuse.residual, int64_t(n) * p.out + o);
     }
   }
 }
 
-template <int N>
+template <int N, int X>
 Status launch_n(const GemvParams& p, int R, bool pdl, cudaStream_t s) {
-  const auto blocks = [&](int r) { return unsigned((p.out + r - 1) / r); };
+  const auto blocks = [&](int r) {
+    const int ro = X == fuse::kGlu ? r / 2 : r;
+    return unsigned((p.out + ro - 1) / ro);
+  };
+  if (X == fuse::kGlu && R < 2) return make_error("gemv: the GLU epilogue needs 2 or more rows per block");
   switch (R) {
     case 1:
-      OST_CUDA_RET(launch_pdl(pdl, gemv_kernel<N, 1>, dim3(blocks(1)), dim3(kThreads), 0, s, p));
+      OST_CUDA_RET(launch_pdl(pdl, gemv_kernel<N, 1, X>, dim3(blocks(1)), dim3(kThreads), 0, s, p));
       break;
     case 2:
-      OST_CUDA_RET(launch_pdl(pdl, gemv_kernel<N, 2>, dim3(blocks(2)), dim3(kThreads), 0, s, p));
+      OST_CUDA_RET(launch_pdl(pdl, gemv_kernel<N, 2, X>, dim3(blocks(2)), dim3(kThreads), 0, s, p));
       break;
     case 4:
-      OST_CUDA_RET(launch_pdl(pdl, gemv_kernel<N, 4>, dim3(blocks(4)), dim3(kThreads), 0, s, p));
+      OST_CUDA_RET(launch_pdl(pdl, gemv_kernel<N, 4, X>, dim3(blocks(4)), dim3(kThreads), 0, s, p));
       break;
     case 8:
       if constexpr (N <= 4) {
-        OST_CUDA_RET(launch_pdl(pdl, gemv_kernel<N, 8>, dim3(blocks(8)), dim3(kThreads), 0, s, p));
+        OST_CUDA_RET(launch_pdl(pdl, gemv_kernel<N, 8, X>, dim3(blocks(8)), dim3(kThreads), 0, s, p));
         break;
       }
       [[fallthrough]];
@@ -167,26 +185,42 @@ Status launch_gemv(const GemvParams& params, int R, cudaStream_t s, bool allow_p
   GemvParams p = params;
   p.prefetch = pdl && prefetch;  // only useful while an earlier kernel still runs
   if (p.out <= 0) return Status::ok();
-  if (!gemv_supports(p.n, p.in, p.x, p.w))
+  if (int(p.fuse.norm_w != nullptr) + int(p.fuse.silu) + int(p.fuse.glu) > 1 || (p.fuse.glu && p.fuse.residual))
+    return make_error("gemv: fusions that do not go together");
+  if (!gemv_supports(p.n, p.in, p.x, p.w) || (p.fuse.norm_w && reinterpret_cast<uintptr_t>(p.fuse.norm_w) % 16))
     return make_error("gemv: n = %d, in = %lld is not supported", p.n, (long long)p.in);
-  switch (p.n) {
-    case 1:
-      return launch_n<1>(p, R, pdl, s);
-    case 2:
-      return launch_n<2>(p, R, pdl, s);
-    case 3:
-      return launch_n<3>(p, R, pdl, s);
-    case 4:
-      return launch_n<4>(p, R, pdl, s);
-    case 5:
-      return launch_n<5>(p, R, pdl, s);
-    case 6:
-      return launch_n<6>(p, R, pdl, s);
-    case 7:
-      return launch_n<7>(p, R, pdl, s);
+  const int X = p.fuse.glu ? fuse::kGlu : p.fuse.norm_w ? fuse::kNorm : p.fuse.silu ? fuse::kSilu : fuse::kPlain;
+  switch (X * 8 + p.n - 1) {
+#define OST_GEMV_CASE(x, n) \
+  case x * 8 + n - 1:       \
+    return launch_n<n, x>(p, R, pdl, s);
+#define OST_GEMV_CASES(x) \
+  OST_GEMV_CASE(x, 1)     \
+  OST_GEMV_CASE(x, 2)     \
+  OST_GEMV_CASE(x, 3)     \
+  OST_GEMV_CASE(x, 4)     \
+  OST_GEMV_CASE(x, 5)     \
+  OST_GEMV_CASE(x, 6)     \
+  OST_GEMV_CASE(x, 7)     \
+  OST_GEMV_CASE(x, 8)
+    OST_GEMV_CASES(0)
+    OST_GEMV_CASES(1)
+    OST_GEMV_CASES(2)
+    OST_GEMV_CASES(3)
+#undef OST_GEMV_CASES
+#undef OST_GEMV_CASE
     default:
-      return launch_n<8>(p, R, pdl, s);
+      return make_error("gemv: n = %d", p.n);
   }
+}
+
+int fused_gemv_rows(int64_t n) {
+  static const int env = [] {
+    const char* e = std::getenv("OST_FUSED_ROWS");
+    return e ? std::atoi(e) : 0;
+  }();
+  if (env == 1 || env == 2 || env == 4 || (env == 8 && n <= 4)) return env;
+  return 4;
 }
 
 }  // namespace ost::cuda

@@ -1,8 +1,11 @@
 // Weight-only INT8 linear layers on the GPU (W8A16): y[n, out] = x[n, in] · (q[out, in] · s[out])ᵀ
 // (+ bias), bf16 activations, int8 weights with one f32 scale per output channel
 // (quant/format.h), fp32 accumulation, bf16 output rounded once.
-//   decode (n <= kW8GemvMaxRows): launch_w8a16_gemv streams the weights once with 16-byte loads,
-//     each warp owns two output channels and the lanes split the inputs;
+//   decode (n <= kW8GemvMaxRows): launch_w8a16_gemv streams the weights with 16-byte loads that
+//     skip L1, each 256-thread block owning 1, 2 or 4 output channels whose inputs its threads
+//     split (two chunks per channel in flight), the sums meeting in shared memory; x rows go in
+//     tiles of 8 (the weights are read once per tile); from 5 rows without fusions (and
+//     rows_per_block 0) a warp per two channels instead, the lanes splitting the inputs;
 //   larger n (prefill): launch_dequant_int8 widens the matrix into a bf16 scratch and the caller
 //     runs its bf16 GEMM (the product is compute-bound there, the extra pass is small).
 #pragma once
@@ -11,6 +14,7 @@
 
 #include <cstdint>
 
+#include "backend/cuda/gemv.h"
 #include "core/status.h"
 
 namespace ost::cuda {
@@ -24,6 +28,9 @@ struct W8A16Params {
   const __nv_bfloat16* bias = nullptr;  // bf16 [out] or null
   __nv_bfloat16* y = nullptr;        // bf16 [n, out]
   int64_t n = 0, out = 0, in = 0;
+  int rows_per_block = 0;            // 1, 2 or 4; 0: OST_W8_ROWS, else timed per shape on first use
+                                     // (n >= 5 unfused: the warp kernel)
+  GemvFusion fuse;                   // decode fusions as for launch_gemv (n <= 8 only)
 };
 Status launch_w8a16_gemv(const W8A16Params& p, cudaStream_t s);
 
