@@ -34,6 +34,11 @@ struct EngineLoopOptions {
   int max_queue = 256;          // waiting requests beyond this are refused
   int image_cache_entries = 32; // vision-tower outputs kept by image content hash
   bool skip_cached_compute = false;  // the CPU runner recomputes prefix hits (contiguous cache)
+  // Decode steps whose rows are all plain greedy (temperature 0, no penalties, no top logprobs)
+  // take the runner's choice (decode_batch_argmax, the vision placeholders excluded) instead of
+  // the logits; the tokens and log-probabilities are the Sampler path's. The environment
+  // variable OST_LOOP_HOST_SAMPLING=1 turns this off (A/B runs).
+  bool runner_greedy = true;
 };
 
 // A request checked and tokenized, ready for the engine thread.
@@ -110,6 +115,7 @@ class EngineLoop {
   void fail(Live& r, const std::string& message);
   Status ensure_vision(Live& r);
   bool emit_token(Live& r, const float* logits);
+  bool emit(Live& r, GeneratedToken tok);
 
   std::unique_ptr<ModelRunner> runner_;
   Tokenizer tok_;
