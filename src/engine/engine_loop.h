@@ -3,9 +3,10 @@
 // prompt ids, checks), submit() (enqueue) and read the request's channel; cancel() is a flag
 // the engine thread observes at the start of each step, when it frees the request's blocks.
 //
-// One step: take new requests and cancellations, plan (Scheduler), run the prefill chunks one
-// by one and all decodes in one decode_batch, then sample, detokenize, check stop conditions
-// and push events. No exception escapes the loop: a failing request gets an error event.
+// One step: take new requests and cancellations, plan (Scheduler), run the prefill chunks and
+// every decode row in one ModelRunner::mixed_step (the runner's greedy choice when every decode
+// row is plain greedy, else logits), then sample, detokenize, check stop conditions and push
+// events. No exception escapes the loop: a failing request gets an error event.
 #pragma once
 #include <array>
 #include <atomic>
