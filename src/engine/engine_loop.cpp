@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <list>
 #include <unordered_map>
 
@@ -88,7 +89,11 @@ struct EngineLoop::Live {
   SchedSeq seq;
   std::vector<int32_t> tokens;  // prompt + generated
   std::unique_ptr<SequenceState> state;
-  std::shared_ptr<VisionOutput> vision;  // all images of the request, concatenated
+  // All images of the request, concatenated; a request of one image shares the cached output,
+  // which a device runner keeps on the device (then only a prefill chunk holding every image
+  // row can use it; host_vision forces host rows).
+  std::shared_ptr<const VisionOutput> vision;
+  bool host_vision = false;
   MropePositions pos;                    // of `tokens` when the current computation started
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<StreamDecoder> detok;
@@ -115,6 +120,17 @@ Result<std::unique_ptr<EngineLoop>> EngineLoop::start(std::unique_ptr<ModelRunne
   e->tok_ = std::move(tokenizer);
   e->model_name_ = std::move(model_name);
   e->opt_ = opt;
+  if (const char* env = std::getenv("OST_LOOP_HOST_SAMPLING"); env && std::string(env) == "1")
+    e->opt_.runner_greedy = false;
+  {
+    // Vision placeholders are never generated (emit_token masks them; the runner skips them).
+    const ModelConfig& mc = e->runner_->config();
+    std::vector<int32_t> ex;
+    for (int id : {mc.image_token_id, mc.video_token_id, mc.vision_start_token_id, mc.vision_end_token_id})
+      if (id >= 0 && id < mc.text.vocab_size && std::find(ex.begin(), ex.end(), id) == ex.end()) ex.push_back(id);
+    OST_TRY(e->runner_->set_excluded_tokens(ex));
+  }
+  OST_TRY(e->runner_->warm_up(opt.max_running));
   const TextConfig& t = e->runner_->config().text;
   const int64_t bytes_per_token = int64_t(t.num_layers) * 2 * t.num_kv_heads * t.head_dim * 4;
   const int64_t blocks = (opt.kv_memory_mb << 20) / (bytes_per_token * opt.block_size);
@@ -334,13 +350,15 @@ void EngineLoop::fail(Live& r, const std::string& message) {
 
 Status EngineLoop::ensure_vision(Live& r) {
   if (r.vision || r.req.patches.empty()) return Status::ok();
+  // One image: the cached output itself (kept on the device when the runner can).
+  const bool share = r.req.patches.size() == 1 && !r.host_vision;
   auto out = std::make_shared<VisionOutput>();
   int64_t hits = 0;
   for (size_t i = 0; i < r.req.patches.size(); ++i) {
     const uint64_t h = r.req.image_hashes[i];
     std::shared_ptr<const VisionOutput> v;
     for (auto it = st_->image_lru.begin(); it != st_->image_lru.end(); ++it)
-      if (it->first == h) {
+      if (it->first == h && (share || !(it->second->n_merged > 0 && it->second->embeds.empty()))) {
         v = it->second;
         st_->image_lru.splice(st_->image_lru.begin(), st_->image_lru, it);
         ++hits;
@@ -352,11 +370,16 @@ Status EngineLoop::ensure_vision(Live& r) {
       in.pixel_values = p.pixel_values.data();
       in.num_patches = int64_t(p.grid_t) * p.grid_h * p.grid_w;
       in.grid_thw = {{p.grid_t, p.grid_h, p.grid_w}};
+      in.keep_on_device = share;
       auto enc = runner_->encode_images(in);
       if (!enc) return make_error("image %zu: %s", i + 1, enc.message().c_str());
       v = std::make_shared<const VisionOutput>(std::move(*enc));
       st_->image_lru.emplace_front(h, v);
       while (int(st_->image_lru.size()) > opt_.image_cache_entries) st_->image_lru.pop_back();
+    }
+    if (share) {
+      r.vision = v;
+      break;
     }
     out->embeds.insert(out->embeds.end(), v->embeds.begin(), v->embeds.end());
     out->deepstack.resize(v->deepstack.size());
@@ -364,7 +387,7 @@ Status EngineLoop::ensure_vision(Live& r) {
       out->deepstack[d].insert(out->deepstack[d].end(), v->deepstack[d].begin(), v->deepstack[d].end());
     out->n_merged += v->n_merged;
   }
-  r.vision = std::move(out);
+  if (!share) r.vision = std::move(out);
   std::lock_guard<std::mutex> l(mu_);
   stats_.image_queries += int64_t(r.req.patches.size());
   stats_.image_hits += hits;
@@ -382,6 +405,11 @@ bool EngineLoop::emit_token(Live& r, const float* logits) {
   GeneratedToken tok;
   tok.id = r.sampler->sample(masked.data());
   tok.top = top_logprobs(logits, vocab, r.req.top_logprobs, &tok.logprob, tok.id);
+  return emit(r, std::move(tok));
+}
+
+// Streams the chosen token's text and checks the stop conditions; true when finished.
+bool EngineLoop::emit(Live& r, GeneratedToken tok) {
   r.sampler->accept(tok.id);
   r.tokens.push_back(tok.id);
   r.seq.keys.push_back(uint64_t(uint32_t(tok.id)));
@@ -448,10 +476,15 @@ void EngineLoop::step() {
   const int vocab = runner_->config().text.vocab_size;
   std::vector<ScheduledChunk> ok;  // chunks that ran
   std::vector<std::pair<Live*, std::vector<float>>> to_sample;
+  std::vector<std::pair<Live*, GeneratedToken>> chosen;  // the runner's greedy choices
   std::vector<Live*> dec_live;
   std::vector<SequenceState*> dec_states;
   std::vector<int32_t> dec_ids;
   std::vector<ScheduledChunk> dec_chunks;
+  std::vector<Live*> pre_live;
+  std::vector<ScheduledChunk> pre_chunks;
+  std::vector<PrefillChunk> pre;
+  std::deque<VisionOutput> sliced;  // image rows of chunks that hold part of a request's images
 
   for (const ScheduledChunk& c : plan.chunks) {
     Live& r = *st_->live.at(c.seq);
@@ -492,27 +525,58 @@ void EngineLoop::step() {
     const auto first = r.tokens.begin() + c.start, end = first + c.count;
     const int64_t pads_before = std::count(r.tokens.begin(), first, pad);
     const int64_t pads_in = std::count(first, end, pad);
-    VisionOutput vis;
-    if (pads_in > 0) vis = slice_vision(*r.vision, pads_before, pads_before + pads_in);
-    auto logits = runner_->prefill(*r.state, std::vector<int32_t>(first, end), slice_positions(r.pos, c.start, c.start + c.count),
-                                   pads_in > 0 ? &vis : nullptr, false);
-    if (!logits) {
-      fail(r, logits.message());
-      continue;
+    PrefillChunk pc;
+    pc.seq = r.state.get();
+    pc.ids.assign(first, end);
+    pc.pos = slice_positions(r.pos, c.start, c.start + c.count);
+    pc.logits = c.samples();
+    if (pads_in > 0 && pads_in == r.vision->n_merged) {
+      pc.vision = r.vision.get();  // every image row: no copy
+    } else if (pads_in > 0) {
+      if (r.vision->embeds.empty()) {  // kept on the device: this chunk needs host rows
+        r.vision.reset();
+        r.host_vision = true;
+        if (Status st = ensure_vision(r); !st) {
+          fail(r, st.message());
+          continue;
+        }
+      }
+      sliced.push_back(slice_vision(*r.vision, pads_before, pads_before + pads_in));
+      pc.vision = &sliced.back();
     }
-    ok.push_back(c);
-    if (c.samples()) to_sample.emplace_back(&r, std::move(*logits));
+    pre_live.push_back(&r);
+    pre_chunks.push_back(c);
+    pre.push_back(std::move(pc));
   }
 
-  if (!dec_states.empty()) {
-    auto logits = runner_->decode_batch(dec_states, dec_ids);
-    if (!logits) {
-      for (Live* r : dec_live) fail(*r, logits.message());
+  // Plain greedy rows only: the runner chooses and the logits stay where they are.
+  const bool runner_choice =
+      opt_.runner_greedy && std::all_of(dec_live.begin(), dec_live.end(), [](const Live* r) {
+        const SamplingParams& sp = r->req.sampling;
+        return r->req.top_logprobs == 0 && sp.temperature == 0.0f && sp.repetition_penalty == 1.0f &&
+               sp.presence_penalty == 0.0f && sp.frequency_penalty == 0.0f;
+      });
+  if (!pre.empty() || !dec_states.empty()) {
+    auto out = runner_->mixed_step(pre, dec_states, dec_ids, runner_choice);
+    if (!out) {
+      for (Live* r : pre_live) fail(*r, out.message());
+      for (Live* r : dec_live) fail(*r, out.message());
     } else {
+      for (size_t i = 0; i < pre_live.size(); ++i) {
+        ok.push_back(pre_chunks[i]);
+        if (pre_chunks[i].samples()) to_sample.emplace_back(pre_live[i], std::move(out->chunk_logits[i]));
+      }
       for (size_t i = 0; i < dec_live.size(); ++i) {
         ok.push_back(dec_chunks[i]);
-        to_sample.emplace_back(dec_live[i], std::vector<float>(logits->begin() + int64_t(i) * vocab,
-                                                               logits->begin() + int64_t(i + 1) * vocab));
+        if (runner_choice) {
+          GeneratedToken tok;
+          tok.id = out->decode_tokens[i].id;
+          tok.logprob = out->decode_tokens[i].logprob;
+          chosen.emplace_back(dec_live[i], std::move(tok));
+        } else {
+          to_sample.emplace_back(dec_live[i], std::vector<float>(out->decode_logits.begin() + int64_t(i) * vocab,
+                                                                 out->decode_logits.begin() + int64_t(i + 1) * vocab));
+        }
       }
     }
   }
@@ -523,6 +587,8 @@ void EngineLoop::step() {
   sched.complete(done_plan);
   for (auto& [r, logits] : to_sample)
     if (!r->done) emit_token(*r, logits.data());
+  for (auto& [r, tok] : chosen)
+    if (!r->done) emit(*r, std::move(tok));
 }
 
 }  // namespace ost

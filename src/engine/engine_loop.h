@@ -3,9 +3,10 @@
 // prompt ids, checks), submit() (enqueue) and read the request's channel; cancel() is a flag
 // the engine thread observes at the start of each step, when it frees the request's blocks.
 //
-// One step: take new requests and cancellations, plan (Scheduler), run the prefill chunks one
-// by one and all decodes in one decode_batch, then sample, detokenize, check stop conditions
-// and push events. No exception escapes the loop: a failing request gets an error event.
+// One step: take new requests and cancellations, plan (Scheduler), run the prefill chunks and
+// every decode row in one ModelRunner::mixed_step (the runner's greedy choice when every decode
+// row is plain greedy, else logits), then sample, detokenize, check stop conditions and push
+// events. No exception escapes the loop: a failing request gets an error event.
 #pragma once
 #include <array>
 #include <atomic>
@@ -34,6 +35,11 @@ struct EngineLoopOptions {
   int max_queue = 256;          // waiting requests beyond this are refused
   int image_cache_entries = 32; // vision-tower outputs kept by image content hash
   bool skip_cached_compute = false;  // the CPU runner recomputes prefix hits (contiguous cache)
+  // Decode steps whose rows are all plain greedy (temperature 0, no penalties, no top logprobs)
+  // take the runner's choice (decode_batch_argmax, the vision placeholders excluded) instead of
+  // the logits; the tokens and log-probabilities are the Sampler path's. The environment
+  // variable OST_LOOP_HOST_SAMPLING=1 turns this off (A/B runs).
+  bool runner_greedy = true;
 };
 
 // A request checked and tokenized, ready for the engine thread.
@@ -110,6 +116,7 @@ class EngineLoop {
   void fail(Live& r, const std::string& message);
   Status ensure_vision(Live& r);
   bool emit_token(Live& r, const float* logits);
+  bool emit(Live& r, GeneratedToken tok);
 
   std::unique_ptr<ModelRunner> runner_;
   Tokenizer tok_;

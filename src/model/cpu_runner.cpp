@@ -19,11 +19,16 @@ Result<std::vector<float>> ModelRunner::decode_batch(const std::vector<SequenceS
   return out;
 }
 
-static GreedyToken greedy_token(const float* x, int vocab) {
+static GreedyToken greedy_token(const float* x, int vocab, const std::vector<int32_t>& excluded) {
   GreedyToken t;
-  int best = 0;  // as Sampler::sample at temperature 0: the lowest id among equal maxima
-  for (int i = 1; i < vocab; ++i)
-    if (x[i] > x[best]) best = i;
+  // As Sampler::sample at temperature 0 over logits whose excluded ids are -inf: the lowest id
+  // among equal maxima.
+  int best = -1;
+  for (int i = 0; i < vocab; ++i) {
+    if (std::find(excluded.begin(), excluded.end(), i) != excluded.end()) continue;
+    if (best < 0 || x[i] > x[best]) best = i;
+  }
+  if (best < 0) best = 0;
   t.id = best;
   // As top_logprobs (engine/sampler.cpp): log-sum-exp in double around the max.
   float mx = -INFINITY;
@@ -41,8 +46,36 @@ Result<std::vector<GreedyToken>> ModelRunner::decode_batch_argmax(const std::vec
   if (!logits) return Error{logits.message()};
   const int vocab = config().text.vocab_size;
   std::vector<GreedyToken> out(seqs.size());
-  for (size_t i = 0; i < seqs.size(); ++i) out[i] = greedy_token(logits->data() + i * size_t(vocab), vocab);
+  for (size_t i = 0; i < seqs.size(); ++i) out[i] = greedy_token(logits->data() + i * size_t(vocab), vocab, excluded_tokens_);
   return out;
+}
+
+Result<MixedStepOutput> ModelRunner::mixed_step(const std::vector<PrefillChunk>& chunks,
+                                                const std::vector<SequenceState*>& decode,
+                                                const std::vector<int32_t>& decode_ids, bool greedy) {
+  MixedStepOutput out;
+  for (const PrefillChunk& c : chunks) {
+    auto l = prefill(*c.seq, c.ids, c.pos, c.vision, false);
+    if (!l) return Error{l.message()};
+    out.chunk_logits.push_back(c.logits ? std::move(*l) : std::vector<float>());
+  }
+  if (decode.empty()) return out;
+  if (greedy) {
+    auto g = decode_batch_argmax(decode, decode_ids);
+    if (!g) return Error{g.message()};
+    out.decode_tokens = std::move(*g);
+  } else {
+    auto l = decode_batch(decode, decode_ids);
+    if (!l) return Error{l.message()};
+    out.decode_logits = std::move(*l);
+  }
+  return out;
+}
+
+Status ModelRunner::set_excluded_tokens(const std::vector<int32_t>& ids) {
+  if (ids.size() > 15) return make_error("at most 15 excluded token ids (%zu given)", ids.size());
+  excluded_tokens_ = ids;
+  return Status::ok();
 }
 
 namespace {

@@ -22,6 +22,23 @@ struct GreedyToken {
   float logprob = 0.0f;
 };
 
+// One prefill chunk of a mixed step: ids at the sequence's next cache positions.
+struct PrefillChunk {
+  SequenceState* seq = nullptr;
+  std::vector<int32_t> ids;
+  MropePositions pos;                    // of these ids
+  const VisionOutput* vision = nullptr;  // the chunk's image rows (all of them), or null
+  bool logits = false;                   // the last row's logits are wanted
+};
+
+// What a mixed step gives back: per chunk, the last row's logits (f32 [vocab], empty when not
+// asked); per decode row either the runner's greedy choice or f32 [vocab] logits.
+struct MixedStepOutput {
+  std::vector<std::vector<float>> chunk_logits;
+  std::vector<float> decode_logits;        // [n decode, vocab] unless greedy
+  std::vector<GreedyToken> decode_tokens;  // greedy
+};
+
 class ModelRunner {
  public:
   virtual ~ModelRunner() = default;
@@ -49,7 +66,26 @@ class ModelRunner {
   // top_logprobs do, so results are bit-identical to that path.
   virtual Result<std::vector<GreedyToken>> decode_batch_argmax(const std::vector<SequenceState*>& seqs,
                                                                const std::vector<int32_t>& ids);
+  // Token ids that decode_batch_argmax never chooses from now on (the serving loop excludes the
+  // vision placeholders, as its Sampler path masks them); the reported log-probability stays
+  // that of the unmasked distribution. At most 15 ids.
+  virtual Status set_excluded_tokens(const std::vector<int32_t>& ids);
+  const std::vector<int32_t>& excluded_tokens() const { return excluded_tokens_; }
+  // One step of the serving loop: the prefill chunks and one decode row per decode sequence.
+  // greedy: decode rows give decode_batch_argmax's choice, else decode_batch's logits. The
+  // default runs the chunks one by one (prefill) and then the decode rows; a device runner may
+  // carry all rows in one forward (one weight pass). Results equal the separate calls up to
+  // the backend's rounding.
+  virtual Result<MixedStepOutput> mixed_step(const std::vector<PrefillChunk>& chunks,
+                                             const std::vector<SequenceState*>& decode,
+                                             const std::vector<int32_t>& decode_ids, bool greedy);
+  // Prepares what decode steps of 1 .. max_batch sequences need (the CUDA runner captures its
+  // graphs), so the first requests of a server do not pay for it. The default does nothing.
+  virtual Status warm_up(int max_batch) { return Status::ok(); }
   virtual void set_dump(DumpFn fn) {}
+
+ protected:
+  std::vector<int32_t> excluded_tokens_;
 };
 
 // The CPU oracle behind the runner interface.

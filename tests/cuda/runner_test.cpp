@@ -244,6 +244,163 @@ TEST(CudaRunner, DecodeBatchArgmaxMatchesHost) {
   }
 }
 
+// With excluded ids the runner's choice skips them (the engine loop excludes the vision
+// placeholders): the first step excludes each row's host argmax, so the runner-up is chosen.
+TEST(CudaRunner, DecodeBatchArgmaxExcludedTokens) {
+  OST_REQUIRE_GPU();
+  Models* m = Models::get();
+  ASSERT_NE(m, nullptr);
+  const std::vector<int32_t> a = text_ids(25, 7), b = text_ids(18, 8);
+  std::vector<std::unique_ptr<SequenceState>> x, y;
+  for (auto* v : {&x, &y})
+    for (const auto* ids : {&a, &b}) {
+      auto pos = compute_mrope_positions(*ids, {}, m->gpu->config());
+      ASSERT_TRUE(pos.is_ok());
+      auto s = m->gpu->new_sequence(64);
+      ASSERT_TRUE(s.is_ok());
+      ASSERT_TRUE(m->gpu->prefill(**s, *ids, *pos, nullptr, false).is_ok());
+      v->push_back(std::move(*s));
+    }
+  const size_t V = size_t(m->gpu->config().text.vocab_size);
+  std::vector<int32_t> next = {300, 400};
+  for (int step = 0; step < 3; ++step) {
+    auto l = m->gpu->decode_batch({x[0].get(), x[1].get()}, next);
+    ASSERT_TRUE(l.is_ok());
+    std::vector<int32_t> ex = {m->gpu->config().image_token_id};
+    for (size_t i = 0; i < 2; ++i) ex.push_back(int32_t(ops::argmax(l->data() + i * V, int64_t(V))));
+    ASSERT_TRUE(m->gpu->set_excluded_tokens(ex).is_ok());
+    auto g = m->gpu->decode_batch_argmax({y[0].get(), y[1].get()}, next);
+    ASSERT_TRUE(m->gpu->set_excluded_tokens({}).is_ok());
+    ASSERT_TRUE(g.is_ok()) << g.message();
+    for (size_t i = 0; i < 2; ++i) {
+      std::vector<float> row(l->begin() + int64_t(i * V), l->begin() + int64_t((i + 1) * V));
+      double mx = -INFINITY, sum = 0;
+      for (float v : row) mx = std::max(mx, double(v));
+      for (float v : row) sum += std::exp(double(v) - mx);
+      for (int32_t e : ex) row[size_t(e)] = -INFINITY;
+      const int32_t want = int32_t(ops::argmax(row.data(), int64_t(V)));
+      EXPECT_EQ((*g)[i].id, want) << step << "/" << i;
+      EXPECT_NEAR((*g)[i].logprob, double((*l)[i * V + size_t(want)]) - mx - std::log(sum), 1e-3) << step << "/" << i;
+      next[i] = want;
+    }
+  }
+}
+
+MropePositions slice_pos(const MropePositions& p, int64_t a, int64_t b) {
+  MropePositions out;
+  out.n = b - a;
+  out.rope_delta = p.rope_delta;
+  for (int ax = 0; ax < 3; ++ax)
+    out.pos.insert(out.pos.end(), p.pos.begin() + ax * p.n + a, p.pos.begin() + ax * p.n + b);
+  return out;
+}
+
+// A mixed step (decode rows + prefill chunks in one forward: a fresh text prompt, an image
+// prompt with its vision rows on the device, a chunk continuing a cached prefix) against the
+// same work done by separate prefill and decode calls: logits, greedy choices, and the next
+// decode step over every sequence (the KV the mixed step wrote).
+TEST(CudaRunner, MixedStepMatchesSeparateCalls) {
+  OST_REQUIRE_GPU();
+  Models* m = Models::get();
+  ASSERT_NE(m, nullptr);
+  ModelRunner& g = *m->gpu;
+  const ModelConfig& cfg = g.config();
+  const size_t V = size_t(cfg.text.vocab_size);
+  ImagePrompt ip = image_prompt(cfg);
+  ip.in.keep_on_device = true;
+  auto vis = g.encode_images(ip.in);
+  ASSERT_TRUE(vis.is_ok()) << vis.message();
+  ASSERT_TRUE(vis->device != nullptr);
+  const auto d0 = text_ids(20, 11), d1 = text_ids(33, 12), c0 = text_ids(40, 13), c2 = text_ids(30, 14),
+             c3 = text_ids(15, 15);
+  auto text_pos = [&](const std::vector<int32_t>& ids) {
+    auto p = compute_mrope_positions(ids, {}, cfg);
+    EXPECT_TRUE(p.is_ok());
+    return *p;
+  };
+  auto ip_pos = compute_mrope_positions(ip.ids, {{1, 8, 12}}, cfg);
+  ASSERT_TRUE(ip_pos.is_ok());
+  const MropePositions c2_pos = text_pos(c2);
+
+  // Per set: decode sequences d0, d1 (prefilled), a sequence holding c2's first 10 tokens, and
+  // fresh sequences for c0, the image prompt and c3.
+  struct Set {
+    std::vector<std::unique_ptr<SequenceState>> s;
+  } sets[2];
+  for (Set& st : sets) {
+    for (int k = 0; k < 6; ++k) {
+      auto q = g.new_sequence(96);
+      ASSERT_TRUE(q.is_ok());
+      st.s.push_back(std::move(*q));
+    }
+    ASSERT_TRUE(g.prefill(*st.s[0], d0, text_pos(d0), nullptr, false).is_ok());
+    ASSERT_TRUE(g.prefill(*st.s[1], d1, text_pos(d1), nullptr, false).is_ok());
+    ASSERT_TRUE(g.prefill(*st.s[2], std::vector<int32_t>(c2.begin(), c2.begin() + 10), slice_pos(c2_pos, 0, 10),
+                          nullptr, false)
+                    .is_ok());
+  }
+  auto chunks_of = [&](Set& st) {
+    std::vector<PrefillChunk> cs(3);
+    cs[0].seq = st.s[3].get(), cs[0].ids = c0, cs[0].pos = text_pos(c0), cs[0].logits = true;
+    cs[1].seq = st.s[4].get(), cs[1].ids = ip.ids, cs[1].pos = *ip_pos, cs[1].vision = &*vis, cs[1].logits = true;
+    cs[2].seq = st.s[2].get(), cs[2].ids.assign(c2.begin() + 10, c2.end()), cs[2].pos = slice_pos(c2_pos, 10, 30);
+    cs[2].logits = true;
+    return cs;
+  };
+  const int64_t before = cuda_runner_info(g)->mixed_forwards;
+  auto chunks = chunks_of(sets[0]);
+  auto mixed = g.mixed_step(chunks, {sets[0].s[0].get(), sets[0].s[1].get()}, {500, 600}, false);
+  ASSERT_TRUE(mixed.is_ok()) << mixed.message();
+  EXPECT_EQ(cuda_runner_info(g)->mixed_forwards, before + 1);  // one forward, not the fallback
+  auto sep_chunks = chunks_of(sets[1]);
+  for (size_t i = 0; i < sep_chunks.size(); ++i) {
+    const PrefillChunk& c = sep_chunks[i];
+    auto l = g.prefill(*c.seq, c.ids, c.pos, c.vision, false);
+    ASSERT_TRUE(l.is_ok()) << l.message();
+    const double e = rel_l2(mixed->chunk_logits[i], *l);
+    std::printf("mixed chunk %zu (%zu tokens): rel L2 %.3g\n", i, c.ids.size(), e);
+    EXPECT_LE(e, 1e-2) << i;
+  }
+  auto dl = g.decode_batch({sets[1].s[0].get(), sets[1].s[1].get()}, {500, 600});
+  ASSERT_TRUE(dl.is_ok());
+  const double ed = rel_l2(mixed->decode_logits, *dl);
+  std::printf("mixed decode rows: rel L2 %.3g\n", ed);
+  EXPECT_LE(ed, 1e-2);
+
+  // Greedy: a fresh chunk plus every other sequence decoding.
+  std::vector<SequenceState*> dx, dy;
+  for (int k : {0, 1, 2, 3, 4}) dx.push_back(sets[0].s[size_t(k)].get()), dy.push_back(sets[1].s[size_t(k)].get());
+  const std::vector<int32_t> ids = {11, 22, 33, 44, 55};
+  PrefillChunk cx;
+  cx.seq = sets[0].s[5].get(), cx.ids = c3, cx.pos = text_pos(c3), cx.logits = true;
+  auto gm = g.mixed_step({cx}, dx, ids, true);
+  ASSERT_TRUE(gm.is_ok()) << gm.message();
+  auto ly = g.prefill(*sets[1].s[5], c3, text_pos(c3), nullptr, false);
+  auto gy = g.decode_batch_argmax(dy, ids);
+  ASSERT_TRUE(ly.is_ok() && gy.is_ok());
+  EXPECT_LE(rel_l2(gm->chunk_logits[0], *ly), 1e-2);
+  ASSERT_EQ(gm->decode_tokens.size(), 5u);
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(gm->decode_tokens[i].id, (*gy)[i].id) << i;
+    EXPECT_NEAR(gm->decode_tokens[i].logprob, (*gy)[i].logprob, 2e-2) << i;
+  }
+
+  // The caches: one more decode step over all six sequences.
+  dx.push_back(sets[0].s[5].get()), dy.push_back(sets[1].s[5].get());
+  for (size_t k = 0; k < dx.size(); ++k) EXPECT_EQ(dx[k]->length(), dy[k]->length()) << k;
+  const std::vector<int32_t> ids6 = {7, 8, 9, 10, 12, 13};
+  auto nx = g.decode_batch(dx, ids6);
+  auto ny = g.decode_batch(dy, ids6);
+  ASSERT_TRUE(nx.is_ok() && ny.is_ok());
+  for (size_t k = 0; k < dx.size(); ++k) {
+    const std::vector<float> a(nx->begin() + int64_t(k * V), nx->begin() + int64_t((k + 1) * V));
+    const std::vector<float> b(ny->begin() + int64_t(k * V), ny->begin() + int64_t((k + 1) * V));
+    const double e = rel_l2(a, b);
+    std::printf("decode after the mixed steps, seq %zu: rel L2 %.3g\n", k, e);
+    EXPECT_LE(e, 1e-2) << k;
+  }
+}
+
 // Vision rows kept on the device feed the prefill the same bf16 values as the host copy.
 TEST(CudaRunner, VisionKeptOnDeviceGivesTheSamePrefill) {
   OST_REQUIRE_GPU();

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "backend/cuda/sampling.h"
 #include "core/bf16.h"
 
 namespace ost {
@@ -313,6 +314,10 @@ Status CudaRunner::load(const std::string& dir, const quant::QuantConfig& quant_
   OST_TRY(am.status());
   argmax_ = static_cast<int32_t*>(*am);
   logprob_ = reinterpret_cast<float*>(argmax_ + R);
+  auto ex = alloc(size_t(1 + kMaxExcludedTokens) * 4);
+  OST_TRY(ex.status());
+  excluded_dev_ = static_cast<int32_t*>(*ex);
+  OST_CUDA_RET(cudaMemset(excluded_dev_, 0, size_t(1 + kMaxExcludedTokens) * 4));
   OST_CUDA_RET(cudaMallocHost(&step_out_host_, size_t(R) * 8));
   auto part =
       alloc(cuda::decode_attention_partial_floats(kMaxSeqs, c.num_heads, int(D), kMaxDecodeSplits) * 4);
@@ -350,6 +355,8 @@ Status CudaRunner::load(const std::string& dir, const quant::QuantConfig& quant_
   OST_TRY(sd.status());
   staging_dev_ = static_cast<int32_t*>(*sd);
 
+  const char* ms = std::getenv("OST_MIXED_STEP");
+  mixed_steps_ = !(ms && std::string(ms) == "0");
   const char* g = std::getenv("OST_CUDA_GRAPHS");
   use_graphs_ = !(g && std::string(g) == "0");
   info_.weight_bytes = weight_bytes_;
@@ -483,9 +490,34 @@ Status CudaRunner::forward(int64_t n, int64_t logits_from, const ImageRows* img,
       ap.scale = scale;
     };
     const bool split_decode = fast_attention_ && decode && decode_attention_supports(int(D), group);
-    if (!(split_decode && fused_qk_)) OST_TRY(launch_qk_norm_rope(qp, s));  // else inside the attention
+    const bool mixed = mixed_ && fast_attention_;  // else the generic kernel takes every row
+    if (!(split_decode && fused_qk_) || mixed) OST_TRY(launch_qk_norm_rope(qp, s));  // else inside the attention
     mark("norm/rope/act");
-    if (split_decode) {
+    if (mixed) {
+      // Decode rows: split-K over their cache; each prefill segment: causal flash attention.
+      if (mixed_->n_decode > 0) {
+        DecodeAttentionParams ap;
+        set_common(ap);
+        ap.n = mixed_->n_decode;
+        ap.row_len = field(in, kLen);
+        ap.row_seq = field(in, kSeq);
+        ap.table_width = table_width_;
+        ap.partial = attn_partial_;
+        ap.counters = attn_counters_;
+        ap.splits = decode_attention_splits(mixed_->n_decode, c.num_kv_heads, sm_count_);
+        OST_TRY(launch_decode_attention(ap, s));
+      }
+      for (const MixedLayout::Segment& g : mixed_->segments) {
+        FlashAttentionParams ap;
+        set_common(ap);
+        ap.q = q_ + g.row * Q;
+        ap.out = attn_ + g.row * Q;
+        ap.n = g.n;
+        ap.past = g.past;
+        ap.block_table = tables + size_t(g.table_row) * table_width_;
+        OST_TRY(launch_flash_attention(ap, s));
+      }
+    } else if (split_decode) {
       DecodeAttentionParams ap;
       if (fused_qk_) {
         ap.qkv = qkv_;
@@ -565,13 +597,21 @@ Status CudaRunner::forward(int64_t n, int64_t logits_from, const ImageRows* img,
     }
   }
   if (fuse) OST_TRY(launch_add_rms_norm({x_, nullptr, norm_, h_, n, int(H), eps}, s));
+  if (mixed_ && mixed_->n_logit > 0) {  // the listed rows, gathered, through lm_head
+    mark("norm/rope/act");
+    OST_TRY(launch_gather_rows(h_, field(in, kLogitRow), mixed_->n_logit, H, gu_, s));
+    OST_TRY(linear(gu_, mixed_->n_logit, lm_head_, lm_head_q_, V, H, logits_, s));
+    mark("gemm lm_head");
+    OST_TRY(launch_argmax_logprob_excluding(logits_, mixed_->n_logit, V, excluded_dev_, argmax_, logprob_, s));
+    mark("logits out");
+  }
   const int64_t nl = n - logits_from;
   for (int64_t r0 = 0; r0 < nl; r0 += kMaxLogitRows) {
     const int64_t rn = std::min<int64_t>(kMaxLogitRows, nl - r0);
     mark("norm/rope/act");
     OST_TRY(linear(h_ + (logits_from + r0) * H, rn, lm_head_, lm_head_q_, V, H, logits_, s));
     mark("gemm lm_head");
-    OST_TRY(launch_argmax_logprob(logits_, rn, V, argmax_, logprob_, s));
+    OST_TRY(launch_argmax_logprob_excluding(logits_, rn, V, excluded_dev_, argmax_, logprob_, s));
     mark("logits out");
     if (host_logits) {
       OST_TRY(launch_bf16_to_f32(logits_, logits_f32_, rn * V, s));
@@ -750,6 +790,183 @@ Result<std::vector<GreedyToken>> CudaRunner::decode_batch_argmax(const std::vect
     std::memcpy(&out[b].logprob, h + B + b, 4);
   }
   return out;
+}
+
+Status CudaRunner::set_excluded_tokens(const std::vector<int32_t>& ids) {
+  OST_TRY(ModelRunner::set_excluded_tokens(ids));
+  std::vector<int32_t> h(size_t(1 + kMaxExcludedTokens), 0);
+  h[0] = int32_t(ids.size());
+  std::copy(ids.begin(), ids.end(), h.begin() + 1);
+  // Graphs read the list at run time: no recapture.
+  OST_CUDA_RET(cudaStreamSynchronize(stream_));
+  OST_CUDA_RET(cudaMemcpy(excluded_dev_, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+  return Status::ok();
+}
+
+// One forward for the decode rows and the prefill chunks of a serving step (MixedLayout). Chunks
+// whose image rows are not all kept on the device, or a step beyond the staging limits, go the
+// separate way (ModelRunner::mixed_step).
+Result<MixedStepOutput> CudaRunner::mixed_step(const std::vector<PrefillChunk>& chunks,
+                                               const std::vector<SequenceState*>& decode,
+                                               const std::vector<int32_t>& decode_ids, bool greedy) {
+  const ModelConfig& cfg = cfg_.model;
+  const int64_t H = cfg.text.hidden_size, V = cfg.text.vocab_size;
+  const int64_t B = int64_t(decode.size()), G = int64_t(chunks.size());
+  const int layers = int(1 + cfg.vision.deepstack_visual_indexes.size());
+  bool eligible = mixed_steps_ && G > 0 && size_t(B) == decode_ids.size() && B + G <= kMaxSeqs &&
+                  B + G <= kMaxLogitRows;
+  int64_t rows = B, img_rows = 0;
+  for (const PrefillChunk& c : chunks) {
+    if (!eligible) break;
+    rows += int64_t(c.ids.size());
+    const int64_t pads = std::count(c.ids.begin(), c.ids.end(), cfg.image_token_id);
+    const auto* d = c.vision ? static_cast<const DeviceVisionRows*>(c.vision->device.get()) : nullptr;
+    if (pads > 0 && !(d && d->rows == pads && c.vision->n_merged == pads && d->width == H && d->layers == layers))
+      eligible = false;
+    if (c.ids.empty() || c.pos.n != int64_t(c.ids.size()) || (pads == 0 && c.vision)) eligible = false;
+    img_rows += pads;
+  }
+  if (!eligible || rows > kMaxRows) return ModelRunner::mixed_step(chunks, decode, decode_ids, greedy);
+
+  int32_t* h = staging_host_;
+  MixedLayout lay;
+  lay.n_decode = B;
+  for (int64_t b = 0; b < B; ++b) {
+    auto& s = static_cast<CudaSequence&>(*decode[size_t(b)]);
+    if (s.runner != this) return make_error("decode: a sequence was not made by this runner");
+    if (s.len + 1 > s.capacity) return make_error("decode: the KV cache is full (%lld tokens)", (long long)s.capacity);
+    if (decode_ids[size_t(b)] < 0 || decode_ids[size_t(b)] >= V)
+      return make_error("decode: token id %d is outside the vocabulary", decode_ids[size_t(b)]);
+    const int32_t p = int32_t(s.len + s.rope_delta);
+    field(h, kIds)[b] = decode_ids[size_t(b)];
+    field(h, kPosT)[b] = field(h, kPosH)[b] = field(h, kPosW)[b] = p;
+    field(h, kSlot)[b] = slot_of(s, s.len);
+    field(h, kSeq)[b] = int32_t(b);
+    field(h, kLen)[b] = int32_t(s.len + 1);
+    field(h, kLogitRow)[b] = int32_t(b);
+    stage_table(int(b), s);
+  }
+  if (img_rows > 0 && !mixed_image_) {
+    auto d = alloc(size_t(layers) * kMaxRows * H * 2);
+    OST_TRY(d.status());
+    mixed_image_ = static_cast<bf16*>(*d);
+  }
+  int64_t row = B, ni = 0;
+  for (int64_t g = 0; g < G; ++g) {
+    const PrefillChunk& c = chunks[size_t(g)];
+    auto& s = static_cast<CudaSequence&>(*c.seq);
+    const int64_t n = int64_t(c.ids.size());
+    if (s.runner != this) return make_error("prefill: the sequence was not made by this runner");
+    if (s.len + n > s.capacity)
+      return make_error("prefill: %lld tokens do not fit the KV cache (%lld of %lld used)", (long long)n,
+                        (long long)s.len, (long long)s.capacity);
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t id = c.ids[size_t(i)];
+      if (id < 0 || id >= V) return make_error("prefill: token id %d is outside the vocabulary", id);
+      const int64_t t = s.len + i;
+      field(h, kIds)[row + i] = id;
+      field(h, kPosT)[row + i] = int32_t(c.pos.pos[size_t(i)]);
+      field(h, kPosH)[row + i] = int32_t(c.pos.pos[size_t(n + i)]);
+      field(h, kPosW)[row + i] = int32_t(c.pos.pos[size_t(2 * n + i)]);
+      field(h, kSlot)[row + i] = slot_of(s, t);
+      field(h, kSeq)[row + i] = int32_t(B + g);
+      field(h, kLen)[row + i] = int32_t(t + 1);
+      if (id == cfg.image_token_id) field(h, kImage)[ni++] = int32_t(row + i);
+    }
+    if (c.vision && c.vision->n_merged > 0) {  // this chunk's rows after the earlier chunks'
+      const auto* d = static_cast<const DeviceVisionRows*>(c.vision->device.get());
+      const int64_t off = ni - d->rows;
+      for (int k = 0; k < layers; ++k)
+        OST_CUDA_RET(cudaMemcpyAsync(mixed_image_ + (int64_t(k) * kMaxRows + off) * H, d->data + int64_t(k) * d->rows * H,
+                                     size_t(d->rows * H) * 2, cudaMemcpyDeviceToDevice, stream_));
+    }
+    field(h, kLogitRow)[B + g] = int32_t(row + n - 1);
+    stage_table(int(B + g), s);
+    lay.segments.push_back({row, n, s.len, int(B + g)});
+    row += n;
+  }
+  lay.n_logit = B + G;
+  OST_TRY(upload_staging(int(B + G)));
+  ImageRows img;
+  img.n = ni;
+  if (ni > 0) {
+    img.embeds = mixed_image_;
+    for (int k = 1; k < layers; ++k) img.deepstack.push_back(mixed_image_ + int64_t(k) * kMaxRows * H);
+  }
+  mixed_ = &lay;
+  Status st = forward(row, row, ni > 0 ? &img : nullptr, /*decode=*/false, 0);
+  mixed_ = nullptr;
+  OST_TRY(st);
+  info_.mixed_forwards++;
+
+  MixedStepOutput out;
+  out.chunk_logits.resize(size_t(G));
+  std::vector<float> tmp;
+  // f32 logits of rows [from, from + count) of the gathered rows.
+  auto fetch = [&](int64_t from, int64_t count, float* dst) -> Status {
+    OST_TRY(launch_bf16_to_f32(logits_ + from * V, logits_f32_, count * V, stream_));
+    OST_CUDA_RET(cudaMemcpyAsync(dst, logits_f32_, size_t(count * V) * 4, cudaMemcpyDeviceToHost, stream_));
+    return Status::ok();
+  };
+  if (B > 0 && greedy) {
+    auto* hp = static_cast<int32_t*>(step_out_host_);
+    OST_CUDA_RET(cudaMemcpyAsync(hp, argmax_, size_t(B) * 4, cudaMemcpyDeviceToHost, stream_));
+    OST_CUDA_RET(cudaMemcpyAsync(hp + B, logprob_, size_t(B) * 4, cudaMemcpyDeviceToHost, stream_));
+  } else if (B > 0) {
+    out.decode_logits.resize(size_t(B * V));
+    OST_TRY(fetch(0, B, out.decode_logits.data()));
+  }
+  for (int64_t g = 0; g < G; ++g)
+    if (chunks[size_t(g)].logits) {
+      out.chunk_logits[size_t(g)].resize(size_t(V));
+      OST_TRY(fetch(B + g, 1, out.chunk_logits[size_t(g)].data()));
+    }
+  OST_CUDA_RET(cudaStreamSynchronize(stream_));
+  if (B > 0 && greedy) {
+    auto* hp = static_cast<int32_t*>(step_out_host_);
+    out.decode_tokens.resize(size_t(B));
+    for (int64_t b = 0; b < B; ++b) {
+      out.decode_tokens[size_t(b)].id = hp[b];
+      std::memcpy(&out.decode_tokens[size_t(b)].logprob, hp + B + b, 4);
+    }
+  }
+  for (SequenceState* q : decode) static_cast<CudaSequence*>(q)->len += 1;
+  for (const PrefillChunk& c : chunks) {
+    auto& s = static_cast<CudaSequence&>(*c.seq);
+    s.len += int64_t(c.ids.size());
+    s.rope_delta = c.pos.rope_delta;
+  }
+  return out;
+}
+
+// Decode steps of every batch size up to max_batch on scratch sequences of one token each: the
+// first step of a size runs eagerly, the second captures its graph.
+Status CudaRunner::warm_up(int max_batch) {
+  max_batch = std::min(max_batch, kMaxSeqs);
+  if (!use_graphs_ || max_batch < 1) return Status::ok();
+  std::vector<std::unique_ptr<SequenceState>> seqs;
+  std::vector<SequenceState*> ptrs;
+  MropePositions pos;
+  pos.n = 1;
+  pos.pos = {0, 0, 0};
+  const int32_t id = 0;
+  for (int b = 0; b < max_batch; ++b) {
+    auto s = new_sequence(2 * int64_t(max_batch) + 2);
+    OST_TRY(s.status());
+    OST_TRY(prefill(**s, {id}, pos, nullptr, false).status());
+    ptrs.push_back(s->get());
+    seqs.push_back(std::move(*s));
+  }
+  for (int b = 1; b <= max_batch; ++b) {
+    std::vector<SequenceState*> sub(ptrs.begin(), ptrs.begin() + b);
+    const std::vector<int32_t> ids(size_t(b), id);
+    for (int rep = 0; rep < 2; ++rep) {
+      auto it = graphs_.find(b);
+      if (it != graphs_.end() && it->second) break;
+      OST_TRY(decode_batch_argmax(sub, ids).status());
+    }
+  }
+  return Status::ok();
 }
 
 Result<std::vector<int32_t>> CudaRunner::decode_greedy(const std::vector<SequenceState*>& seqs,

@@ -19,6 +19,7 @@ struct CudaRunnerInfo {
   size_t kv_bytes_per_token = 0;    // all layers, K and V
   int64_t kv_blocks = 0, kv_block_tokens = 0;
   size_t device_total_bytes = 0, device_free_bytes = 0;  // after loading
+  int64_t mixed_forwards = 0;  // mixed steps run as one forward (decode rows + prefill chunks)
 };
 
 // nullptr when r is not the CUDA runner.

@@ -120,6 +120,10 @@ class CudaRunner final : public ModelRunner {
                                           const std::vector<int32_t>& ids) override;
   Result<std::vector<GreedyToken>> decode_batch_argmax(const std::vector<SequenceState*>& seqs,
                                                        const std::vector<int32_t>& ids) override;
+  Status set_excluded_tokens(const std::vector<int32_t>& ids) override;
+  Status warm_up(int max_batch) override;
+  Result<MixedStepOutput> mixed_step(const std::vector<PrefillChunk>& chunks, const std::vector<SequenceState*>& decode,
+                                     const std::vector<int32_t>& decode_ids, bool greedy) override;
   Result<std::vector<int32_t>> decode_greedy(const std::vector<SequenceState*>& seqs,
                                              const std::vector<int32_t>& ids);
   void release_blocks(const std::vector<int32_t>& blocks);
@@ -130,7 +134,21 @@ class CudaRunner final : public ModelRunner {
  private:
   // Per-row int32 inputs of a forward, each a field of kMaxRows in the staging area, followed
   // by the block tables (kMaxSeqs rows of table_width_).
-  enum StepField { kIds, kPosT, kPosH, kPosW, kSlot, kSeq, kLen, kImage, kStepFields };
+  enum StepField { kIds, kPosT, kPosH, kPosW, kSlot, kSeq, kLen, kImage, kLogitRow, kStepFields };
+  // A mixed step's rows: decode rows 0 .. n_decode-1 (split-K decode attention), then prefill
+  // segments (causal flash attention each); logits for the n_logit rows listed in kLogitRow.
+  struct MixedLayout {
+    int64_t n_decode = 0;
+    struct Segment {
+      int64_t row = 0, n = 0, past = 0;
+      int table_row = 0;
+    };
+    std::vector<Segment> segments;
+    int64_t n_logit = 0;
+  };
+  const MixedLayout* mixed_ = nullptr;  // set by mixed_step for its forward
+  bool mixed_steps_ = true;             // OST_MIXED_STEP=0: chunks and decodes run separately
+  bf16* mixed_image_ = nullptr;         // image rows of a mixed step, [1 + deepstack][kMaxRows, hidden]
   // An INT8 weight-only linear (quant_gemm.h): int8 [out, in] + f32 scale [out]; null: bf16.
   struct QLinear {
     int8_t* w = nullptr;
@@ -229,6 +247,7 @@ class CudaRunner final : public ModelRunner {
   float* logits_f32_ = nullptr;
   int32_t* argmax_ = nullptr;  // int32 [kMaxRows], then f32 [kMaxRows] log-probabilities
   float* logprob_ = nullptr;
+  int32_t* excluded_dev_ = nullptr;  // int32 [16]: count, then the ids the argmax skips
   void* step_out_host_ = nullptr;  // pinned: argmax and log-probabilities of a decode step
   float* attn_partial_ = nullptr;  // decode attention chunks
   int* attn_counters_ = nullptr;   // int32 [kMaxSeqs, n_kv], finished chunks (zero between launches)
