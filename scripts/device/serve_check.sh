@@ -7,7 +7,8 @@
 # requests). GPU memory is read while each server is up. Logs go to $OUT (or ./device-out); the
 # table comes last.
 # Expects the build's bin/ (build-cuda/bin, or BIN=...) and assets/ beside the repo root.
-# REQ, BASE_REQ: requests per bench run (default 256 and 128).
+# REQ, BASE_REQ: requests per bench run (default 256 and 128); REQ16: at concurrency 16 (default
+# REQ); SEPARATE=0 skips the run with mixed steps off.
 set -u
 OUT=${OUT:-$PWD/device-out}
 BIN=${BIN:-build-cuda/bin}
@@ -80,11 +81,13 @@ bench() {  # NAME LIMIT_S CONC REQUESTS
 
 start_server "$BIN/ostrakon" OST_DEFAULTS=1
 bench mixed_c64 100 64 "$REQ"
-bench mixed_c16 80 16 "$REQ"
+bench mixed_c16 80 16 "${REQ16:-$REQ}"
 stop_server
-start_server "$BIN/ostrakon" OST_MIXED_STEP=0
-bench separate_c64 70 64 "$REQ"
-stop_server
+if [ "${SEPARATE:-1}" = 1 ]; then
+  start_server "$BIN/ostrakon" OST_MIXED_STEP=0
+  bench separate_c64 70 64 "$REQ"
+  stop_server
+fi
 if [ -n "$BASE_BIN" ]; then
   start_server "$BASE_BIN"
   bench base_c64 60 64 "$BASE_REQ"
