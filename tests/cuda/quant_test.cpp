@@ -65,6 +65,33 @@ TEST(CudaQuant, W8A16GemvMatchesCpu) {
   }
 }
 
+// Widening INT8 to bf16 (the prefill path) gives exactly bf16(q · scale[row]) for every element,
+// through the 16-byte path (cols % 16 == 0) and the element-wise one.
+TEST(CudaQuant, DequantInt8Exact) {
+  OST_REQUIRE_GPU();
+  struct S { int64_t rows, cols; };
+  for (S sh : {S{256, 4096}, S{7, 16}, S{1027, 12288}, S{33, 24}, S{5, 7}}) {
+    auto wf = randn_bf16(size_t(sh.rows * sh.cols), 31, 0.05f);
+    auto qm = quant::quantize(quant::Format::INT8, wf.data(), sh.rows, sh.cols, 0);
+    ASSERT_TRUE(qm.is_ok());
+    DevBuf<int8_t> dw(qm->data.size());
+    DevBuf<float> ds(qm->scale.size());
+    ASSERT_EQ(cudaMemcpy(dw.p, qm->data.data(), qm->data.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(ds.p, qm->scale.data(), qm->scale.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    auto dq = poisoned(size_t(sh.rows * sh.cols));
+    ASSERT_TRUE(launch_dequant_int8({dw.p, ds.p, dq->p, sh.rows, sh.cols}, 0).is_ok());
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const std::vector<float> got = from_dev(dq->p, size_t(sh.rows * sh.cols));
+    int64_t bad = 0;
+    for (int64_t r = 0; r < sh.rows; ++r)
+      for (int64_t c = 0; c < sh.cols; ++c) {
+        const float want = bf16_to_f32(f32_to_bf16(float(int8_t(qm->data[size_t(r * sh.cols + c)])) * qm->scale[size_t(r)]));
+        if (!(got[size_t(r * sh.cols + c)] == want)) ++bad;
+      }
+    EXPECT_EQ(bad, 0) << sh.rows << "x" << sh.cols;
+  }
+}
+
 // The CUDA runner against the CPU runner, both with the same quantized weights (INT4 is widened to
 // bf16 on the GPU), prefill and decode (the fused GEMVs).
 void runner_matches_cpu(quant::Format format) {
