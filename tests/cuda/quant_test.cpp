@@ -1,8 +1,12 @@
-// The W8A16 kernels against the CPU reference (ops::matmul on an INT8 view, quant/quant.h), and
-// the CUDA runner with INT8 weights against the CPU runner with the same INT8 weights.
+// The W8A16 and W4A16 kernels against the CPU reference (ops::matmul on an INT8 / INT4 view,
+// quant/quant.h), and the CUDA runner with INT8 / INT4 weights against the CPU runner with the
+// same weights.
+#include <cmath>
+#include <memory>
 #include <random>
 
 #include "backend/cuda/gemm.h"
+#include "backend/cuda/int4_gemm.h"
 #include "backend/cuda/quant_gemm.h"
 #include "backend/ops.h"
 #include "common/temp_dir.h"
@@ -94,6 +98,138 @@ TEST(CudaQuant, DequantInt8Exact) {
 
 // The CUDA runner against the CPU runner, both with the same quantized weights (INT4 is widened to
 // bf16 on the GPU), prefill and decode (the fused GEMVs).
+ops::WeightView int4_view(const quant::QuantizedMatrix& m) {
+  ops::WeightView w{ops::WType::INT4, m.data.data(), m.rows, m.cols};
+  w.scale = m.scale.data();
+  w.zero = m.zero.data();
+  w.group = m.group;
+  return w;
+}
+
+struct Int4Dev {
+  std::unique_ptr<DevBuf<uint8_t>> w, zero;
+  std::unique_ptr<DevBuf<float>> scale;
+};
+
+Int4Dev int4_to_dev(const quant::QuantizedMatrix& m) {
+  Int4Dev d;
+  d.w = std::make_unique<DevBuf<uint8_t>>(m.data.size());
+  d.zero = std::make_unique<DevBuf<uint8_t>>(m.zero.size());
+  d.scale = std::make_unique<DevBuf<float>>(m.scale.size());
+  EXPECT_EQ(cudaMemcpy(d.w->p, m.data.data(), m.data.size(), cudaMemcpyHostToDevice), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(d.zero->p, m.zero.data(), m.zero.size(), cudaMemcpyHostToDevice), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(d.scale->p, m.scale.data(), m.scale.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  return d;
+}
+
+struct Int4Shape {
+  int64_t out, in;
+  int group;
+};
+// Inputs 4096 and 12288, outputs not a multiple of the rows per block, groups 32 to 128.
+const Int4Shape kInt4Shapes[] = {{1000, 4096, 128}, {1027, 12288, 128}, {4102, 4096, 32}, {18, 64, 32},
+                                 {3, 12288, 32},    {257, 4096, 64}};
+
+TEST(CudaQuant, W4A16GemvMatchesCpu) {
+  OST_REQUIRE_GPU();
+  for (Int4Shape sh : kInt4Shapes) {
+    auto wf = randn_bf16(size_t(sh.out * sh.in), 12, 0.05f);
+    auto qm = quant::quantize(quant::Format::INT4, wf.data(), sh.out, sh.in, sh.group);
+    ASSERT_TRUE(qm.is_ok()) << qm.message();
+    Int4Dev d = int4_to_dev(*qm);
+    for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 13, 32}) {
+      auto x = randn_bf16(size_t(n * sh.in), uint32_t(40 + n));
+      auto b = randn_bf16(size_t(sh.out), 6);
+      auto dx = to_dev(x), db = to_dev(b);
+      const bool with_bias = n % 2;
+      std::vector<float> ref(size_t(n * sh.out));
+      ops::matmul(x.data(), n, int4_view(*qm), with_bias ? b.data() : nullptr, ref.data());
+      for (int rows : {0, 2, 4}) {  // every rows-per-block variant (0: the default)
+        auto dy = poisoned(size_t(n * sh.out));
+        W4A16Params p{dx->p, d.w->p, d.scale->p, d.zero->p, with_bias ? db->p : nullptr, dy->p, n, sh.out, sh.in,
+                      sh.group};
+        p.rows_per_block = rows;
+        Status st = launch_w4a16_gemv(p, 0);
+        ASSERT_TRUE(st.is_ok()) << st.message();
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        EXPECT_LE(rel_l2(from_dev(dy->p, ref.size()), ref), 1e-2)
+            << n << "x" << sh.out << "x" << sh.in << " g" << sh.group << " rows " << rows;
+      }
+    }
+  }
+}
+
+// The GLU epilogue: W holds 2·out rows (gate, then up), y = SiLU(gate)·up from the bf16-rounded
+// products.
+TEST(CudaQuant, W4A16GluMatchesCpu) {
+  OST_REQUIRE_GPU();
+  for (Int4Shape sh : {Int4Shape{1001, 4096, 128}, Int4Shape{77, 12288, 32}}) {
+    const int64_t rows = 2 * sh.out;
+    auto wf = randn_bf16(size_t(rows * sh.in), 13, 0.05f);
+    auto qm = quant::quantize(quant::Format::INT4, wf.data(), rows, sh.in, sh.group);
+    ASSERT_TRUE(qm.is_ok()) << qm.message();
+    Int4Dev d = int4_to_dev(*qm);
+    for (int64_t n = 1; n <= 8; ++n) {
+      auto x = randn_bf16(size_t(n * sh.in), uint32_t(60 + n));
+      auto dx = to_dev(x);
+      std::vector<float> gu(size_t(n * rows)), ref(size_t(n * sh.out));
+      ops::matmul(x.data(), n, int4_view(*qm), nullptr, gu.data());
+      for (int64_t m = 0; m < n; ++m)
+        for (int64_t o = 0; o < sh.out; ++o) {
+          const float g = round_bf16(gu[size_t(m * rows + o)]), u = round_bf16(gu[size_t(m * rows + sh.out + o)]);
+          ref[size_t(m * sh.out + o)] = round_bf16(g / (1.0f + std::exp(-g))) * u;
+        }
+      for (int r : {0, 2, 4}) {
+        auto dy = poisoned(size_t(n * sh.out));
+        W4A16Params p{dx->p, d.w->p, d.scale->p, d.zero->p, nullptr, dy->p, n, sh.out, sh.in, sh.group};
+        p.rows_per_block = r;
+        p.glu = true;
+        Status st = launch_w4a16_gemv(p, 0);
+        ASSERT_TRUE(st.is_ok()) << st.message();
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        EXPECT_LE(rel_l2(from_dev(dy->p, ref.size()), ref), 1e-2) << "glu " << n << "x" << sh.out << " rows " << r;
+      }
+    }
+  }
+}
+
+// Prefill path: the dequantized matrix against the CPU dequantization (each element the bf16 of
+// it), then the bf16 GEMM on it against the CPU product.
+TEST(CudaQuant, Int4DequantMatchesCpu) {
+  OST_REQUIRE_GPU();
+  Gemm g;
+  ASSERT_TRUE(g.init().is_ok());
+  for (Int4Shape sh : kInt4Shapes) {
+    auto wf = randn_bf16(size_t(sh.out * sh.in), 14, 0.05f);
+    auto qm = quant::quantize(quant::Format::INT4, wf.data(), sh.out, sh.in, sh.group);
+    ASSERT_TRUE(qm.is_ok()) << qm.message();
+    Int4Dev d = int4_to_dev(*qm);
+    auto dq = poisoned(size_t(sh.out * sh.in));
+    Status st = launch_dequant_int4({d.w->p, d.scale->p, d.zero->p, dq->p, sh.out, sh.in, sh.group}, 0);
+    ASSERT_TRUE(st.is_ok()) << st.message();
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const auto got = from_dev(dq->p, size_t(sh.out * sh.in));
+    std::vector<float> row(size_t(sh.in));
+    int64_t bad = 0;
+    for (int64_t r = 0; r < sh.out; ++r) {
+      quant::dequant_segment(qm->view(), r, 0, sh.in, row.data());
+      for (int64_t k = 0; k < sh.in; ++k)
+        if (!(got[size_t(r * sh.in + k)] == round_bf16(row[size_t(k)]))) ++bad;
+    }
+    EXPECT_EQ(bad, 0) << sh.out << "x" << sh.in << " g" << sh.group;
+    const int64_t n = 77;
+    auto x = randn_bf16(size_t(n * sh.in), 3);
+    auto dx = to_dev(x);
+    auto dy = poisoned(size_t(n * sh.out));
+    ASSERT_TRUE(g.run(dx->p, n, dq->p, sh.out, sh.in, nullptr, dy->p, 0).is_ok());
+    std::vector<float> ref(size_t(n * sh.out));
+    ops::matmul(x.data(), n, int4_view(*qm), nullptr, ref.data());
+    EXPECT_LE(rel_l2(from_dev(dy->p, ref.size()), ref), 1e-2) << "dequant gemm " << sh.out << "x" << sh.in;
+  }
+}
+
+// The CUDA runner against the CPU runner, both with the same quantized weights (INT8 as W8A16,
+// INT4 as W4A16), prefill and decode (the fused GEMVs).
 void runner_matches_cpu(quant::Format format) {
   TempDir dir;
   TestModelOptions o;

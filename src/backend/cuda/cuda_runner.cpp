@@ -109,8 +109,43 @@ Result<bool> CudaRunner::upload_fp8(const std::vector<const ops::WeightView*>& p
   return true;
 }
 
+Result<bool> CudaRunner::upload_int4(const std::vector<const ops::WeightView*>& parts, QLinear& out) {
+  const int64_t cols = parts[0]->cols;
+  const int G = parts[0]->group;
+  int64_t rows = 0;
+  for (const ops::WeightView* w : parts) {
+    if (w->dtype != ops::WType::INT4 || w->cols != cols || w->group != G || G <= 0 || G % 32 != 0 ||
+        cols % G != 0 || !w->zero)
+      return false;
+    rows += w->rows;
+  }
+  const int64_t ng = cols / G;
+  auto dw = alloc(size_t(rows * cols / 2));
+  auto ds = alloc(size_t(rows * ng) * 4);
+  auto dz = alloc(size_t(rows * ng));
+  OST_TRY(dw.status());
+  OST_TRY(ds.status());
+  OST_TRY(dz.status());
+  out.q4 = static_cast<uint8_t*>(*dw);
+  out.scale = static_cast<float*>(*ds);
+  out.zero = static_cast<uint8_t*>(*dz);
+  out.group = G;
+  int64_t r0 = 0;
+  for (const ops::WeightView* w : parts) {
+    OST_CUDA_RET(cudaMemcpy(out.q4 + r0 * cols / 2, w->data, size_t(w->rows * cols / 2), cudaMemcpyHostToDevice));
+    OST_CUDA_RET(cudaMemcpy(out.scale + r0 * ng, w->scale, size_t(w->rows * ng) * 4, cudaMemcpyHostToDevice));
+    OST_CUDA_RET(cudaMemcpy(out.zero + r0 * ng, w->zero, size_t(w->rows * ng), cudaMemcpyHostToDevice));
+    r0 += w->rows;
+  }
+  weight_bytes_ += size_t(rows * cols / 2) + size_t(rows * ng) * 5;
+  dequant_scratch_elems_ = std::max(dequant_scratch_elems_, size_t(rows * cols));  // allocated after the text weights
+  has_int4_ = true;
+  return true;
+}
+
 Result<bool> CudaRunner::upload_int8(const std::vector<const ops::WeightView*>& parts, QLinear& out) {
   if (parts[0]->dtype == ops::WType::FP8) return upload_fp8(parts, out);
+  if (parts[0]->dtype == ops::WType::INT4) return upload_int4(parts, out);
   int64_t rows = 0;
   for (const ops::WeightView* w : parts) {
     if (w->dtype != ops::WType::INT8 || w->cols != parts[0]->cols || w->cols % 16 != 0) return false;
@@ -137,6 +172,12 @@ Result<bool> CudaRunner::upload_int8(const std::vector<const ops::WeightView*>& 
 Status CudaRunner::linear(const bf16* x, int64_t n, const bf16* w, const QLinear& q, int64_t out, int64_t in,
                           bf16* y, cudaStream_t s) {
   if (q.f8) return fp8_gemm_.run(x, n, q.f8, out, in, y, fp8_scratch_, s);
+  if (q.q4) {
+    if (n <= kW4GemvMaxRows)
+      return launch_w4a16_gemv({x, q.q4, q.scale, q.zero, nullptr, y, n, out, in, q.group}, s);
+    OST_TRY(launch_dequant_int4({q.q4, q.scale, q.zero, dequant_scratch_, out, in, q.group}, s));
+    return gemm_.run(x, n, dequant_scratch_, out, in, nullptr, y, s);
+  }
   if (!q.w) return gemm_.run(x, n, w, out, in, nullptr, y, s);
   if (n <= kW8GemvMaxRows) return launch_w8a16_gemv({x, q.w, q.scale, nullptr, y, n, out, in}, s);
   OST_TRY(launch_dequant_int8({q.w, q.scale, dequant_scratch_, out, in}, s));
@@ -145,6 +186,12 @@ Status CudaRunner::linear(const bf16* x, int64_t n, const bf16* w, const QLinear
 
 Status CudaRunner::fused_linear(const bf16* x, int64_t n, const bf16* w, const QLinear& q, int64_t out, int64_t in,
                                 bf16* y, const GemvFusion& f, cudaStream_t s) {
+  if (q.q4) {
+    if (f.norm_w || f.silu || f.residual) return make_error("W4A16: only the GLU decode fusion");
+    W4A16Params p{x, q.q4, q.scale, q.zero, nullptr, y, n, out, in, q.group};
+    p.glu = f.glu;
+    return launch_w4a16_gemv(p, s);
+  }
   if (q.w) {
     W8A16Params p{x, q.w, q.scale, nullptr, y, n, out, in};
     p.fuse = f;
@@ -208,8 +255,8 @@ Status CudaRunner::load(const std::string& dir, const quant::QuantConfig& quant_
     if (!L.q.b.empty() || !L.k.b.empty() || !L.v.b.empty() || !L.o.b.empty())
       return make_error("the CUDA runner does not support attention biases yet");
     Layer& d = layers_[size_t(l)];
-    // INT8 groups go up as int8 (W8A16), FP8 as e4m3 + block scales (W8A8); INT4 and bf16 as bf16
-    // (copy_rows dequantizes).
+    // INT8 groups go up as int8 (W8A16), FP8 as e4m3 + block scales (W8A8), INT4 as nibbles +
+    // group scales and zeros (W4A16; groups it cannot take and bf16 as bf16, copy_rows dequantizes).
     auto qkv_q = upload_int8({&L.q.w, &L.k.w, &L.v.w}, d.qkv_q);
     OST_TRY(qkv_q.status());
     if (!*qkv_q) {
@@ -437,7 +484,7 @@ Status CudaRunner::forward(int64_t n, int64_t logits_from, const ImageRows* img,
   // the RMSNorm, add into x_ and read gate_up through SiLU·up (no add_rms_norm / silu_mul).
   const bool small = decode && n <= kGemvMaxRows && !(img && img->n > 0) && H % 16 == 0 && I % 16 == 0 &&
                      Q % 16 == 0;
-  const bool fuse = fused_decode_ && small;
+  const bool fuse = fused_decode_ && small && !has_int4_;
   // The GLU epilogue where it measured faster: INT8 weights, up to 4 rows (bf16 keeps the GEMM
   // timed per shape; INT8 from 5 rows takes the warp kernel).
   const bool glu = glu_decode_ && small && !fuse && n <= 4;
@@ -576,7 +623,7 @@ Status CudaRunner::forward(int64_t n, int64_t logits_from, const ImageRows* img,
     mark("gemm o");
     OST_TRY(launch_add_rms_norm({x_, h_, L.ffn_norm, h_, n, int(H), eps}, s));
     mark("norm/rope/act");
-    if (glu && L.gu_q.w) {
+    if (glu && (L.gu_q.w || L.gu_q.q4)) {
       GemvFusion f;
       f.glu = true;
       OST_TRY(fused_linear(h_, n, L.gu, L.gu_q, I, H, act_, f, s));  // W: 2·I rows, writes I

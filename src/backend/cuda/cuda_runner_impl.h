@@ -11,6 +11,7 @@
 #include "backend/cuda/cuda_runner.h"
 #include "backend/cuda/fp8_gemm.h"
 #include "backend/cuda/gemm.h"
+#include "backend/cuda/int4_gemm.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/quant_gemm.h"
 #include "model/runner.h"
@@ -154,6 +155,10 @@ class CudaRunner final : public ModelRunner {
     int8_t* w = nullptr;
     float* scale = nullptr;
     Fp8Weight f8;  // FP8 W8A8 (fp8_gemm.h): set instead of w
+    // INT4 W4A16 (int4_gemm.h), set instead of w: u8 nibbles [out, in/2], scale and zero [out, in/group]
+    uint8_t* q4 = nullptr;
+    uint8_t* zero = nullptr;
+    int group = 0;
   };
   struct Layer {
     bf16 *qkv = nullptr, *o = nullptr, *gu = nullptr, *down = nullptr;  // [out, in]
@@ -188,8 +193,10 @@ class CudaRunner final : public ModelRunner {
   Result<bool> upload_int8(const std::vector<const ops::WeightView*>& parts, QLinear& out);
   // The same for FP8 views (block scales kept; upload_int8 hands FP8 groups to it).
   Result<bool> upload_fp8(const std::vector<const ops::WeightView*>& parts, QLinear& out);
-  // y = x · Wᵀ through the W8A16 kernel (q.w set, n <= 32), dequantize + bf16 GEMM (q.w set,
-  // larger n) or the bf16 GEMM.
+  // The same for INT4 views (in and group multiples of 32, one group size; else false: bf16).
+  Result<bool> upload_int4(const std::vector<const ops::WeightView*>& parts, QLinear& out);
+  // y = x · Wᵀ through the W8A16 / W4A16 kernel (q.w / q.q4 set, n <= 32), dequantize + bf16
+  // GEMM (q.w / q.q4 set, larger n) or the bf16 GEMM.
   Status linear(const bf16* x, int64_t n, const bf16* w, const QLinear& q, int64_t out, int64_t in, bf16* y,
                 cudaStream_t s);
   // Decode (n <= 8): the same product through the GEMV kernels with the fusions of gemv.h.
@@ -262,6 +269,7 @@ class CudaRunner final : public ModelRunner {
   std::vector<std::pair<int, int>> dirty_tables_;  // (staging row, blocks) to upload next
   bool fast_attention_ = true;  // flash / split-K attention (OST_ATTN=simt: the generic kernel)
   bool glu_decode_ = true;      // decode: gate_up GEMV writes SiLU(gate)·up (OST_GLU_DECODE=0: off)
+  bool has_int4_ = false;       // some linear is W4A16 (no OST_FUSED_DECODE prologues for it)
   bool fused_decode_ = false;   // decode: also norms, residual adds inside the GEMVs (OST_FUSED_DECODE=1)
   bool fused_qk_ = false;       // decode: q/k norm + rope inside the attention kernel (OST_FUSED_QK=1)
   std::vector<uint64_t> staged_owner_;  // sequence id whose block table each staging row holds
