@@ -2,7 +2,7 @@
 # The whole device check in one call, on one build: scripts/device/cuda_check.sh (test_cuda, bf16
 # bench engine at batch 1/8/32 and 1280x960, Hugging Face transformers side by side), then
 # scripts/device/serve_check.sh (`ostrakon serve` + `ostrakon bench serve` at concurrency 64 and
-# 16), then the seeded 8B quantized to INT8 (lm_head too) and FP8 with `bench engine` on each.
+# 16), then the seeded 8B quantized to INT8 and INT4 (lm_head too) and FP8, `bench engine` on each.
 # Every part writes into its own folder; at the end they are packed into $OUT/logs.tgz, and
 # $OUT/summary.txt holds the summaries in order.
 # Expects the build's bin/ (BIN=..., default build-cuda/bin) and assets/ beside the repo root.
@@ -30,8 +30,10 @@ M=/tmp/m8b
   --tokenizer assets/qwen3/tokenizer.json --quiet > /dev/null 2>&1
 timeout 120 "$BIN/ostrakon" quantize --model $M --out $M-int8 --format int8 --quantize-lm-head --quiet 2>&1 | tee -a "$S"
 timeout 120 "$BIN/ostrakon" quantize --model $M --out $M-fp8 --format fp8 --quiet 2>&1 | tee -a "$S"
+timeout 120 "$BIN/ostrakon" quantize --model $M --out $M-int4 --format int4 --quantize-lm-head --quiet 2>&1 | tee -a "$S"
 rm -rf $M
-for spec in "int8 512x512 128 1" "int8 512x512 128 8" "fp8 512x512 128 1" "fp8 1280x960 32 1"; do
+for spec in "int8 512x512 128 1" "int8 512x512 128 8" "int4 512x512 128 1" "int4 512x512 128 8" \
+            "fp8 512x512 128 1" "fp8 1280x960 32 1"; do
   set -- $spec
   echo "== bench $spec ($(date +%T))" | tee -a "$S"
   timeout 90 "$BIN/ostrakon" bench engine --model $M-$1 --image-size $2 --prompt-tokens 30 --max-tokens $3 \
