@@ -11,6 +11,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemv_fuse.cuh"
 #include "backend/cuda/pdl.h"
+#include "backend/cuda/rows_choice.h"
 
 namespace ost::cuda {
 namespace {
@@ -217,50 +218,14 @@ Status launch_all(const W4A16Params& p, int R, bool pdl, cudaStream_t s) {
   return Status::ok();
 }
 
-int env_rows() {
-  static const int r = [] {
-    const char* e = std::getenv("OST_W4_ROWS");
-    const int v = e ? std::atoi(e) : 0;
-    return v == 2 || v == 4 ? v : 0;
-  }();
-  return r;
-}
-
 // The faster of 2 and 4 rows per block, timed per shape on the first call outside graph capture
-// (on the call's own operands), 4 until then.
+// (on the call's own operands), 4 until then; OST_W4_ROWS=2|4 forces one.
 Result<int> pick_rows(const W4A16Params& p, cudaStream_t s) {
-  if (env_rows()) return env_rows();
-  static std::mutex mu;
-  static std::map<std::tuple<int64_t, int64_t, int64_t, bool>, int> chosen;
-  const auto key = std::make_tuple(p.n, p.out, p.in, p.glu);
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    auto it = chosen.find(key);
-    if (it != chosen.end()) return it->second;
-  }
-  cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
-  OST_CUDA_RET(cudaStreamIsCapturing(s, &cap));
-  if (cap != cudaStreamCaptureStatusNone) return 4;
-  cudaEvent_t e0, e1;
-  OST_CUDA_RET(cudaEventCreate(&e0));
-  OST_CUDA_RET(cudaEventCreate(&e1));
-  int best_r = 4;
-  float best = 1e30f;
-  for (int r : {2, 4}) {
-    OST_TRY(launch_all(p, r, false, s));
-    OST_CUDA_RET(cudaEventRecord(e0, s));
-    for (int i = 0; i < 5; ++i) OST_TRY(launch_all(p, r, false, s));
-    OST_CUDA_RET(cudaEventRecord(e1, s));
-    OST_CUDA_RET(cudaEventSynchronize(e1));
-    float ms = 0;
-    OST_CUDA_RET(cudaEventElapsedTime(&ms, e0, e1));
-    if (ms < best) best = ms, best_r = r;
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  std::lock_guard<std::mutex> lock(mu);
-  chosen[key] = best_r;
-  return best_r;
+  static const int forced = env_choice("OST_W4_ROWS", {2, 4});
+  if (forced) return forced;
+  static RowsChoice choice;
+  return choice.pick({p.n, p.out, p.in, p.glu ? 1 : 0}, {2, 4}, 4, true, s,
+                     [&](int r) { return launch_all(p, r, false, s); });
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 
 #include "backend/cuda/gemv_fuse.cuh"
 #include "backend/cuda/pdl.h"
+#include "backend/cuda/rows_choice.h"
 
 namespace ost::cuda {
 namespace {
@@ -322,51 +323,19 @@ Status launch_rows(const W8A16Params& p, int n, int R, int64_t m0, bool pdl, cud
 // Rows per block when the caller does not choose: OST_W8_ROWS (1, 2, 4) for A/B runs; else the
 // faster of 2 and 4, timed per shape and fusion on the first call outside graph capture (on the
 // call's own operands: x is read, y written; not with a residual, which y may alias), 4 until then.
-int env_rows() {
-  static const int r = [] {
-    const char* e = std::getenv("OST_W8_ROWS");
-    const int v = e ? std::atoi(e) : 0;
-    return v == 1 || v == 2 || v == 4 ? v : 0;
-  }();
-  return r;
-}
-
 Status launch_all(const W8A16Params& p, int R, bool pdl, cudaStream_t s);
 
+int forced_rows() {
+  static const int forced = env_choice("OST_W8_ROWS", {1, 2, 4});
+  return forced;
+}
+
 Result<int> pick_rows(const W8A16Params& p, cudaStream_t s) {
-  if (env_rows()) return env_rows();
-  static std::mutex mu;
-  static std::map<std::tuple<int64_t, int64_t, int64_t, int>, int> chosen;
+  if (forced_rows()) return forced_rows();
+  static RowsChoice choice;
   const int mode = p.fuse.glu ? 3 : p.fuse.norm_w ? 1 : p.fuse.silu ? 2 : 0;
-  const auto key = std::make_tuple(p.n, p.out, p.in, mode);
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    auto it = chosen.find(key);
-    if (it != chosen.end()) return it->second;
-  }
-  cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
-  OST_CUDA_RET(cudaStreamIsCapturing(s, &cap));
-  if (cap != cudaStreamCaptureStatusNone || p.fuse.residual) return 4;
-  cudaEvent_t e0, e1;
-  OST_CUDA_RET(cudaEventCreate(&e0));
-  OST_CUDA_RET(cudaEventCreate(&e1));
-  int best_r = 4;
-  float best = 1e30f;
-  for (int r : {2, 4}) {
-    OST_TRY(launch_all(p, r, false, s));
-    OST_CUDA_RET(cudaEventRecord(e0, s));
-    for (int i = 0; i < 5; ++i) OST_TRY(launch_all(p, r, false, s));
-    OST_CUDA_RET(cudaEventRecord(e1, s));
-    OST_CUDA_RET(cudaEventSynchronize(e1));
-    float ms = 0;
-    OST_CUDA_RET(cudaEventElapsedTime(&ms, e0, e1));
-    if (ms < best) best = ms, best_r = r;
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  std::lock_guard<std::mutex> lock(mu);
-  chosen[key] = best_r;
-  return best_r;
+  return choice.pick({p.n, p.out, p.in, mode}, {2, 4}, 4, !p.fuse.residual, s,
+                     [&](int r) { return launch_all(p, r, false, s); });
 }
 
 // Tiles of up to kTileRows x rows: every tile re-reads the weights (from L2 when they fit).
@@ -395,7 +364,7 @@ Status launch_w8a16_gemv(const W8A16Params& p, cudaStream_t s) {
     return make_error("w8a16_gemv: fusions that do not go together");
   if (p.fuse.norm_w && (reinterpret_cast<uintptr_t>(p.fuse.norm_w) & 15)) return make_error("w8a16_gemv: norm_w alignment");
   int R = p.rows_per_block;
-  if (R <= 0 && !fused && p.n >= 5 && !env_rows()) return launch_warp(p, s);
+  if (R <= 0 && !fused && p.n >= 5 && !forced_rows()) return launch_warp(p, s);
   if (R <= 0) {
     auto r = pick_rows(p, s);
     OST_TRY(r.status());
