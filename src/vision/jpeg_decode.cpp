@@ -112,13 +112,8 @@ int orientation_from_markers(j_decompress_ptr cinfo) {
 
 enum class Outcome { kOk, kLibjpegError, kRefused };
 
-// Rows y0 .. y1-1 of the image into out (RGB8, width w), as the single decompressor would give
-// them; true when libjpeg raised no error and no warning. The band that ends the image also
-// finishes the decompression (reaching the EOI marker), so a truncated file fails here.
-bool band_run(JpegCtx* ctx, jpeg_decompress_struct* cinfo, const uint8_t* data, size_t size, J_COLOR_SPACE cs,
-              int comps, JDIMENSION y0, JDIMENSION y1, uint8_t* out, uint8_t* scratch) {
-  if (setjmp(ctx->jump)) return false;
-  jpeg_create_decompress(cinfo);
+// Points cinfo at the whole file in memory (ctx->src, whose callbacks are above).
+void attach_source(JpegCtx* ctx, jpeg_decompress_struct* cinfo, const uint8_t* data, size_t size) {
   ctx->src.init_source = src_init;
   ctx->src.fill_input_buffer = src_fill;
   ctx->src.skip_input_data = src_skip;
@@ -127,6 +122,16 @@ bool band_run(JpegCtx* ctx, jpeg_decompress_struct* cinfo, const uint8_t* data, 
   ctx->src.next_input_byte = data;
   ctx->src.bytes_in_buffer = size;
   cinfo->src = &ctx->src;
+}
+
+// Rows y0 .. y1-1 of the image into out (RGB8, width w), as the single decompressor would give
+// them; true when libjpeg raised no error and no warning. The band that ends the image also
+// finishes the decompression (reaching the EOI marker), so a truncated file fails here.
+bool band_run(JpegCtx* ctx, jpeg_decompress_struct* cinfo, const uint8_t* data, size_t size, J_COLOR_SPACE cs,
+              int comps, JDIMENSION y0, JDIMENSION y1, uint8_t* out, uint8_t* scratch) {
+  if (setjmp(ctx->jump)) return false;
+  jpeg_create_decompress(cinfo);
+  attach_source(ctx, cinfo, data, size);
   jpeg_read_header(cinfo, TRUE);
   cinfo->out_color_space = cs;
   cinfo->dct_method = JDCT_ISLOW;
@@ -209,14 +214,7 @@ Outcome jpeg_run(JpegCtx* ctx, jpeg_decompress_struct* cinfo, const uint8_t* dat
                  std::string* refusal, int forced_bands) {
   if (setjmp(ctx->jump)) return Outcome::kLibjpegError;
   jpeg_create_decompress(cinfo);
-  ctx->src.init_source = src_init;
-  ctx->src.fill_input_buffer = src_fill;
-  ctx->src.skip_input_data = src_skip;
-  ctx->src.resync_to_restart = jpeg_resync_to_restart;
-  ctx->src.term_source = src_term;
-  ctx->src.next_input_byte = data;
-  ctx->src.bytes_in_buffer = size;
-  cinfo->src = &ctx->src;
+  attach_source(ctx, cinfo, data, size);
   ctx->progress.progress_monitor = on_progress;
   cinfo->progress = &ctx->progress;
   jpeg_save_markers(cinfo, JPEG_APP0 + 1, 0xFFFF);
