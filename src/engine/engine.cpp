@@ -191,9 +191,7 @@ Result<GenerateResult> Engine::generate(const GenerateRequest& req, const TokenC
   res.finish_reason = "length";
   // Plain greedy without top logprobs: the runner picks the next token (on the GPU the logits
   // never leave it); its choice and log-probability equal the sampler's and top_logprobs'.
-  const SamplingParams& sp = req.sampling;
-  const bool runner_argmax = req.top_logprobs == 0 && sp.temperature == 0.0f && sp.repetition_penalty == 1.0f &&
-                             sp.presence_penalty == 0.0f && sp.frequency_penalty == 0.0f;
+  const bool runner_argmax = req.top_logprobs == 0 && plain_greedy(req.sampling);
   GreedyToken chosen;  // the runner's choice for this step (steps after the first)
   for (int step = 0; step < req.max_tokens; ++step) {
     GeneratedToken tok;

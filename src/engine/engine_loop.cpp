@@ -552,9 +552,7 @@ void EngineLoop::step() {
   // Plain greedy rows only: the runner chooses and the logits stay where they are.
   const bool runner_choice =
       opt_.runner_greedy && std::all_of(dec_live.begin(), dec_live.end(), [](const Live* r) {
-        const SamplingParams& sp = r->req.sampling;
-        return r->req.top_logprobs == 0 && sp.temperature == 0.0f && sp.repetition_penalty == 1.0f &&
-               sp.presence_penalty == 0.0f && sp.frequency_penalty == 0.0f;
+        return r->req.top_logprobs == 0 && plain_greedy(r->req.sampling);
       });
   if (!pre.empty() || !dec_states.empty()) {
     auto out = runner_->mixed_step(pre, dec_states, dec_ids, runner_choice);

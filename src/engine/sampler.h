@@ -20,6 +20,11 @@ struct SamplingParams {
 };
 
 Status validate(const SamplingParams& p);
+// Greedy with no penalty: the next token is the raw logits' argmax (a runner may choose it).
+inline bool plain_greedy(const SamplingParams& p) {
+  return p.temperature == 0.0f && p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
+         p.frequency_penalty == 0.0f;
+}
 
 // Small, portable PRNG (xoshiro256**) so a seed gives the same draws on every platform.
 class Rng {
