@@ -7,6 +7,7 @@
 #include <random>
 
 #include "backend/cuda/fp8_gemm.h"
+#include "backend/cuda/kernels.h"
 #include "backend/ops.h"
 #include "common/temp_dir.h"
 #include "cuda_test_util.h"
@@ -67,6 +68,76 @@ TEST(CudaFp8, ActivationQuantizationMatchesCpuBitForBit) {
         ASSERT_EQ(gs[size_t(b * n + m)], rs[size_t(m * nb + b)]) << "in=" << in << " row " << m << " block " << b;
     for (size_t i = 0; i < gq.size(); ++i) ASSERT_EQ(gq[i], rq[i]) << "in=" << in << " i=" << i;
   }
+}
+
+// The RMSNorm and SiLU·up kernels' FP8 outputs (what the FP8 decode path feeds its GEMVs) equal
+// their bf16 outputs quantized by launch_fp8_act_quant, bit for bit, with the bf16 outputs unchanged.
+TEST(CudaFp8, NormAndSiluWriteTheQuantizedInput) {
+  OST_REQUIRE_GPU();
+  auto check = [](const char* what, const bf16* y, int64_t n, int64_t in, const uint8_t* q8, const float* s8) {
+    const int64_t nb = in / 128;
+    DevBuf<uint8_t> q(size_t(n * in));
+    DevBuf<float> s(size_t(n * nb));
+    ASSERT_TRUE(launch_fp8_act_quant(y, n, in, q.p, s.p, 0).is_ok());
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    std::vector<uint8_t> want(q.n), got(q.n);
+    std::vector<float> want_s(s.n), got_s(s.n);
+    ASSERT_EQ(cudaMemcpy(want.data(), q.p, q.n, cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(got.data(), q8, q.n, cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(want_s.data(), s.p, s.n * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(got_s.data(), s8, s.n * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << what << " " << n << "x" << in << " code " << i;
+    for (size_t i = 0; i < want_s.size(); ++i)
+      ASSERT_EQ(got_s[i], want_s[i]) << what << " " << n << "x" << in << " scale " << i;
+  };
+  for (auto [n, d] : {std::pair<int64_t, int>{1, 4096}, {5, 4096}, {3, 128}, {2, 384}}) {
+    auto x = randn_bf16(size_t(n * d), 31, 2.0f), dl = randn_bf16(size_t(n * d), 32), w = randn_bf16(size_t(d), 33);
+    for (int c = 0; c < 128; ++c) {  // a block of zeros in the last row (scale 1)
+      x[size_t((n - 1) * d + c)] = 0.0f;
+      dl[size_t((n - 1) * d + c)] = 0.0f;
+    }
+    auto dx = to_dev(x), dx2 = to_dev(x), ddl = to_dev(dl), dw = to_dev(w);
+    auto dy = poisoned(size_t(n * d)), dy2 = poisoned(size_t(n * d));
+    DevBuf<uint8_t> q8(size_t(n * d));
+    DevBuf<float> s8(size_t(n * d / 128));
+    ASSERT_EQ(cudaMemset(q8.p, 0x7f, q8.n), cudaSuccess);
+    ASSERT_EQ(cudaMemset(s8.p, 0xff, s8.n * 4), cudaSuccess);
+    AddRmsNormParams p{dx->p, ddl->p, dw->p, dy->p, n, d, 1e-6f};
+    ASSERT_TRUE(launch_add_rms_norm({dx2->p, ddl->p, dw->p, dy2->p, n, d, 1e-6f}, 0).is_ok());
+    p.q8 = q8.p;
+    p.q8_scale = s8.p;
+    ASSERT_TRUE(launch_add_rms_norm(p, 0).is_ok());
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(from_dev(dy->p, size_t(n * d)), from_dev(dy2->p, size_t(n * d))) << "norm bf16 " << n << "x" << d;
+    EXPECT_EQ(from_dev(dx->p, size_t(n * d)), from_dev(dx2->p, size_t(n * d))) << "residual " << n << "x" << d;
+    check("norm", dy->p, n, d, q8.p, s8.p);
+  }
+  for (auto [n, I] : {std::pair<int64_t, int64_t>{1, 12288}, {3, 384}, {8, 1280}}) {
+    auto gu = randn_bf16(size_t(n * 2 * I), 34, 2.0f);
+    for (int64_t c = 0; c < 128; ++c) gu[size_t(c)] = 0.0f;  // silu(0) = 0: a zero block in row 0
+    auto dgu = to_dev(gu);
+    auto dy = poisoned(size_t(n * I)), dy2 = poisoned(size_t(n * I));
+    DevBuf<uint8_t> q8(size_t(n * I));
+    DevBuf<float> s8(size_t(n * I / 128));
+    ASSERT_EQ(cudaMemset(q8.p, 0x7f, q8.n), cudaSuccess);
+    ASSERT_EQ(cudaMemset(s8.p, 0xff, s8.n * 4), cudaSuccess);
+    ASSERT_TRUE(launch_silu_mul({dgu->p, dy->p, n, I}, 0).is_ok());
+    SiluMulParams sp{dgu->p, dy2->p, n, I};
+    sp.q8 = q8.p;
+    sp.q8_scale = s8.p;
+    ASSERT_TRUE(launch_silu_mul(sp, 0).is_ok());
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(from_dev(dy->p, size_t(n * I)), from_dev(dy2->p, size_t(n * I))) << "silu bf16 " << n << "x" << I;
+    check("silu", dy->p, n, I, q8.p, s8.p);
+    sp.y = nullptr;  // codes only
+    ASSERT_EQ(cudaMemset(q8.p, 0x7f, q8.n), cudaSuccess);
+    ASSERT_TRUE(launch_silu_mul(sp, 0).is_ok());
+    check("silu codes only", dy->p, n, I, q8.p, s8.p);
+  }
+  AddRmsNormParams bad{nullptr, nullptr, nullptr, nullptr, 1, 200, 1e-6f};
+  uint8_t* q = nullptr;
+  bad.q8 = reinterpret_cast<uint8_t*>(&q);
+  EXPECT_FALSE(launch_add_rms_norm(bad, 0).is_ok()) << "d not a multiple of 128";
 }
 
 struct Shape {

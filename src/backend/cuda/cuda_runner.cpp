@@ -42,7 +42,8 @@ CudaRunner::~CudaRunner() {
 }
 
 Status CudaRunner::linear(const bf16* x, int64_t n, const bf16* w, const QLinear& q, int64_t out, int64_t in,
-                          bf16* y, cudaStream_t s) {
+                          bf16* y, cudaStream_t s, bool x_q8) {
+  if (q.f8 && x_q8) return fp8_gemm_.run_quantized(n, q.f8, out, in, y, fp8_scratch_, s);
   if (q.f8) return fp8_gemm_.run(x, n, q.f8, out, in, y, fp8_scratch_, s);
   if (q.q4) {
     if (n <= kW4GemvMaxRows)
@@ -151,7 +152,20 @@ Status CudaRunner::forward(int64_t n, int64_t logits_from, const ImageRows* img,
   // The GLU epilogue where it measured faster: INT8 weights, up to 4 rows (bf16 keeps the GEMM
   // timed per shape; INT8 from 5 rows takes the warp kernel).
   const bool glu = glu_decode_ && small && !fuse && n <= 4;
-  if (!fuse) OST_TRY(launch_add_rms_norm({x_, nullptr, layers_[0].attn_norm, h_, n, int(H), eps}, s));
+  // FP8 decode: the RMSNorm and SiLU·up kernels also write their output quantized for the FP8
+  // linear that reads it (no activation-quantization launch before qkv, gate_up and down).
+  auto q8_norm = [&](AddRmsNormParams np, const QLinear& next) {
+    if (small && !fuse && fp8_prequant_ && next.f8 && H % 128 == 0) {
+      const Fp8Gemm::ActScratch a = Fp8Gemm::act_scratch(fp8_scratch_, n, H);
+      np.q8 = a.q;
+      np.q8_scale = a.scale;
+    }
+    return np;
+  };
+  const auto q8_in = [&](const QLinear& q, int64_t in) {
+    return small && !fuse && fp8_prequant_ && q.f8 && in % 128 == 0;
+  };
+  if (!fuse) OST_TRY(launch_add_rms_norm(q8_norm({x_, nullptr, layers_[0].attn_norm, h_, n, int(H), eps}, layers_[0].qkv_q), s));
   for (int l = 0; l < c.num_layers; ++l) {
     const Layer& L = layers_[size_t(l)];
     mark("norm/rope/act");
@@ -161,7 +175,7 @@ Status CudaRunner::forward(int64_t n, int64_t logits_from, const ImageRows* img,
       f.eps = eps;
       OST_TRY(fused_linear(x_, n, L.qkv, L.qkv_q, Q + 2 * KV, H, qkv_, f, s));
     } else {
-      OST_TRY(linear(h_, n, L.qkv, L.qkv_q, Q + 2 * KV, H, qkv_, s));
+      OST_TRY(linear(h_, n, L.qkv, L.qkv_q, Q + 2 * KV, H, qkv_, s, q8_in(L.qkv_q, H)));
     }
     mark("gemm qkv");
     QkNormRopeParams qp;
@@ -284,23 +298,34 @@ Status CudaRunner::forward(int64_t n, int64_t logits_from, const ImageRows* img,
     }
     OST_TRY(linear(attn_, n, L.o, L.o_q, H, Q, h_, s));
     mark("gemm o");
-    OST_TRY(launch_add_rms_norm({x_, h_, L.ffn_norm, h_, n, int(H), eps}, s));
+    OST_TRY(launch_add_rms_norm(q8_norm({x_, h_, L.ffn_norm, h_, n, int(H), eps}, L.gu_q), s));
     mark("norm/rope/act");
+    bool down_q8 = false;
     if (glu && (L.gu_q.w || L.gu_q.q4)) {
       GemvFusion f;
       f.glu = true;
       OST_TRY(fused_linear(h_, n, L.gu, L.gu_q, I, H, act_, f, s));  // W: 2·I rows, writes I
       mark("gemm gate_up");
     } else {
-      OST_TRY(linear(h_, n, L.gu, L.gu_q, 2 * I, H, gu_, s));
+      OST_TRY(linear(h_, n, L.gu, L.gu_q, 2 * I, H, gu_, s, q8_in(L.gu_q, H)));
       mark("gemm gate_up");
-      OST_TRY(launch_silu_mul({gu_, act_, n, I}, s));
+      SiluMulParams sp{gu_, act_, n, I};
+      down_q8 = q8_in(L.down_q, I);
+      if (down_q8) {
+        const Fp8Gemm::ActScratch a = Fp8Gemm::act_scratch(fp8_scratch_, n, I);
+        sp.y = nullptr;
+        sp.q8 = a.q;
+        sp.q8_scale = a.scale;
+      }
+      OST_TRY(launch_silu_mul(sp, s));
       mark("norm/rope/act");
     }
-    OST_TRY(linear(act_, n, L.down, L.down_q, H, I, h_, s));
+    OST_TRY(linear(act_, n, L.down, L.down_q, H, I, h_, s, down_q8));
     mark("gemm down");
-    const bf16* next = l + 1 < c.num_layers ? layers_[size_t(l + 1)].attn_norm : norm_;
-    OST_TRY(launch_add_rms_norm({x_, h_, next, h_, n, int(H), eps}, s));
+    const bool last = l + 1 == c.num_layers;
+    const bf16* next = last ? norm_ : layers_[size_t(l + 1)].attn_norm;
+    const QLinear none;  // the lm_head quantizes its own input
+    OST_TRY(launch_add_rms_norm(q8_norm({x_, h_, next, h_, n, int(H), eps}, last ? none : layers_[size_t(l + 1)].qkv_q), s));
     if (img && img->n > 0 && size_t(l) < img->deepstack.size()) {
       OST_TRY(launch_scatter_rows({x_, img->deepstack[size_t(l)], field(in, kImage), img->n, H, true}, s));
       OST_TRY(launch_add_rms_norm({x_, nullptr, next, h_, n, int(H), eps}, s));

@@ -196,9 +196,10 @@ class CudaRunner final : public ModelRunner {
   // The same for INT4 views (in and group multiples of 32, one group size; else false: bf16).
   Result<bool> upload_int4(const std::vector<const ops::WeightView*>& parts, QLinear& out);
   // y = x · Wᵀ through the W8A16 / W4A16 kernel (q.w / q.q4 set, n <= 32), dequantize + bf16
-  // GEMM (q.w / q.q4 set, larger n) or the bf16 GEMM.
+  // GEMM (q.w / q.q4 set, larger n) or the bf16 GEMM. x_q8 (FP8 q, decode): x was quantized into
+  // fp8_scratch_ by the kernel that wrote it, and is not read.
   Status linear(const bf16* x, int64_t n, const bf16* w, const QLinear& q, int64_t out, int64_t in, bf16* y,
-                cudaStream_t s);
+                cudaStream_t s, bool x_q8 = false);
   // Decode (n <= 8): the same product through the GEMV kernels with the fusions of gemv.h.
   Status fused_linear(const bf16* x, int64_t n, const bf16* w, const QLinear& q, int64_t out, int64_t in, bf16* y,
                       const GemvFusion& f, cudaStream_t s);
@@ -270,6 +271,7 @@ class CudaRunner final : public ModelRunner {
   bool fast_attention_ = true;  // flash / split-K attention (OST_ATTN=simt: the generic kernel)
   bool glu_decode_ = true;      // decode: gate_up GEMV writes SiLU(gate)·up (OST_GLU_DECODE=0: off)
   bool has_int4_ = false;       // some linear is W4A16 (no OST_FUSED_DECODE prologues for it)
+  bool fp8_prequant_ = true;    // FP8 decode: norms and SiLU·up write quantized x (OST_FP8_PREQUANT=0: off)
   bool fused_decode_ = false;   // decode: also norms, residual adds inside the GEMVs (OST_FUSED_DECODE=1)
   bool fused_qk_ = false;       // decode: q/k norm + rope inside the attention kernel (OST_FUSED_QK=1)
   std::vector<uint64_t> staged_owner_;  // sequence id whose block table each staging row holds

@@ -183,6 +183,8 @@ Status CudaRunner::load(const std::string& dir, const quant::QuantConfig& quant_
   fused_decode_ = fd && std::strcmp(fd, "1") == 0;
   const char* gd = std::getenv("OST_GLU_DECODE");
   glu_decode_ = !(gd && std::strcmp(gd, "0") == 0);
+  const char* pq = std::getenv("OST_FP8_PREQUANT");
+  fp8_prequant_ = !(pq && std::strcmp(pq, "0") == 0);
   OST_CUDA_RET(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   OST_TRY(gemm_.init());
 

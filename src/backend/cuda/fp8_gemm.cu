@@ -472,6 +472,18 @@ bool Fp8Gemm::lt_supported(int64_t n, int64_t out, int64_t in, const Fp8Weight& 
   return plan(n, out, in).ok;
 }
 
+Fp8Gemm::ActScratch Fp8Gemm::act_scratch(void* scratch, int64_t n, int64_t in) {
+  uint8_t* q = static_cast<uint8_t*>(scratch);
+  return {q, reinterpret_cast<float*>(q + (n * in + 255) / 256 * 256)};
+}
+
+Status Fp8Gemm::run_quantized(int64_t n, const Fp8Weight& w, int64_t out, int64_t in, bf16* y, void* scratch,
+                              cudaStream_t s) {
+  if (n > kFp8GemvMaxRows) return make_error("FP8: pre-quantized input is for decode (n <= %lld)", (long long)kFp8GemvMaxRows);
+  const auto [xq, xs] = act_scratch(scratch, n, in);
+  return launch_fp8_gemv({xq, xs, w, y, n, out, in, 0}, s);
+}
+
 Status Fp8Gemm::run(const bf16* x, int64_t n, const Fp8Weight& w, int64_t out, int64_t in, bf16* y, void* scratch,
                     cudaStream_t s) {
   if (n == 0) return Status::ok();
@@ -481,8 +493,7 @@ Status Fp8Gemm::run(const bf16* x, int64_t n, const Fp8Weight& w, int64_t out, i
   // padding rows (their outputs land in y's rows n .. padded_rows(n) - 1).
   const bool lt = n > kFp8GemvMaxRows && lt_supported(padded_rows(n), out, in, w);
   const int64_t np = lt ? padded_rows(n) : n;
-  uint8_t* xq = static_cast<uint8_t*>(scratch);
-  float* xs = reinterpret_cast<float*>(xq + (np * in + 255) / 256 * 256);
+  const auto [xq, xs] = act_scratch(scratch, np, in);
   OST_TRY(launch_fp8_act_quant(x, np, in, xq, xs, s, n));
   if (!lt) return launch_fp8_gemv({xq, xs, w, y, n, out, in, 0}, s);
   Plan& p = plan(np, out, in);

@@ -83,6 +83,16 @@ class Fp8Gemm {
   // GEMV slices for every n, OST_FP8_GEMV=fused the fused decode kernel (A/B checks).
   Status run(const __nv_bfloat16* x, int64_t n, const Fp8Weight& w, int64_t out, int64_t in, __nv_bfloat16* y,
              void* scratch, cudaStream_t s);
+  // Decode (n <= kFp8GemvMaxRows) from an x quantized already, by the kernel that produced it
+  // (AddRmsNormParams::q8, SiluMulParams::q8) into act_scratch(scratch, n, in): the GEMV alone.
+  Status run_quantized(int64_t n, const Fp8Weight& w, int64_t out, int64_t in, __nv_bfloat16* y, void* scratch,
+                       cudaStream_t s);
+  // Where run() and run_quantized() keep the quantized x of n rows in scratch.
+  struct ActScratch {
+    uint8_t* q;
+    float* scale;
+  };
+  static ActScratch act_scratch(void* scratch, int64_t n, int64_t in);
   // Whether cuBLASLt has an algorithm for this shape (plans it if needed).
   bool lt_supported(int64_t n, int64_t out, int64_t in, const Fp8Weight& w);
 

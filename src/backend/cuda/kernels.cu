@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <cuda_fp8.h>
+
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/pdl.h"
 #include "backend/cuda/kernels.h"
@@ -44,6 +46,29 @@ __device__ float block_sum(float v) {
 struct alignas(16) Pack8 {
   __nv_bfloat162 h[4];
 };
+
+// FP8 activation quantization of 8 consecutive bf16-valued floats per lane, 16 lanes per block of
+// 128 inputs (lane groups 0-15 and 16-31 of a warp are separate blocks); the rounding of
+// fp8_act_quant_kernel: s = amax / 448 (1 when amax is 0), code = e4m3(v · (1/s)). Every lane of
+// the warp must call it (lanes without data pass zeros). Returns s; codes[i] holds bytes 4i..4i+3.
+__device__ __forceinline__ float quant8_block128(const float (&v)[8], uint32_t (&codes)[2]) {
+  float amax = 0.0f;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) amax = fmaxf(amax, fabsf(v[k]));
+#pragma unroll
+  for (int o = 8; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  const float s = amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
+  const float inv = __frcp_rn(s);
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    uint32_t c = 0;
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+      c |= uint32_t(__nv_cvt_float_to_fp8(__fmul_rn(v[4 * i + k], inv), __NV_SATFINITE, __NV_E4M3)) << (8 * k);
+    codes[i] = c;
+  }
+  return s;
+}
 
 __device__ __forceinline__ void unpack8(const Pack8& p, float* f) {
 #pragma unroll
@@ -108,13 +133,25 @@ __global__ void add_rms_norm_kernel(AddRmsNormParams p) {
   ss = block_sum(ss);
   const float r = 1.0f / sqrtf(ss / float(p.d) + p.eps);
   bf16* y = p.y + row * p.d;
-  for (int c = threadIdx.x; c < nc; c += blockDim.x) {
-    float v[8], w[8];
-    unpack8(reinterpret_cast<const Pack8*>(x)[c], v);
-    unpack8(reinterpret_cast<const Pack8*>(p.w)[c], w);
+  for (int c0 = 0; c0 < nc; c0 += blockDim.x) {  // uniform: the quantization shuffles
+    const int c = c0 + int(threadIdx.x);
+    float v[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    if (c < nc) {
+      float w[8];
+      unpack8(reinterpret_cast<const Pack8*>(x)[c], v);
+      unpack8(reinterpret_cast<const Pack8*>(p.w)[c], w);
 #pragma unroll
-    for (int k = 0; k < 8; ++k) v[k] = rb(v[k] * r) * w[k];
-    reinterpret_cast<Pack8*>(y)[c] = pack8(v);
+      for (int k = 0; k < 8; ++k) v[k] = rb(rb(v[k] * r) * w[k]);
+      reinterpret_cast<Pack8*>(y)[c] = pack8(v);
+    }
+    if (p.q8) {
+      uint32_t codes[2];
+      const float s = quant8_block128(v, codes);
+      if (c < nc) {
+        reinterpret_cast<uint2*>(p.q8 + row * p.d)[c] = make_uint2(codes[0], codes[1]);
+        if (c % 16 == 0) p.q8_scale[int64_t(c / 16) * p.n + row] = s;
+      }
+    }
   }
 }
 
@@ -221,6 +258,33 @@ __global__ void silu_mul_kernel(SiluMulParams p) {
     const float g = __bfloat162float(p.gu[r * 2 * p.inter + c]);
     const float u = __bfloat162float(p.gu[r * 2 * p.inter + p.inter + c]);
     p.y[k] = __float2bfloat16(rb(g / (1.0f + expf(-g))) * u);
+  }
+}
+
+// silu_mul with the FP8 quantization of y: one thread per 8 outputs, 16 threads per block of 128.
+__global__ void silu_mul_q8_kernel(SiluMulParams p) {
+  pdl_trigger();
+  pdl_wait();
+  const int64_t per_row = p.inter / 8, total = p.n * per_row;  // chunks of 8 over [n, inter]
+  for (int64_t k0 = int64_t(blockIdx.x) * blockDim.x; k0 < total; k0 += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t k = k0 + threadIdx.x;  // uniform loop: the quantization shuffles
+    const bool live = k < total;
+    const int64_t r = live ? k / per_row : 0, c = live ? k % per_row : 0;
+    float v[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    if (live) {
+      float g[8], u[8];
+      unpack8(reinterpret_cast<const Pack8*>(p.gu + r * 2 * p.inter)[c], g);
+      unpack8(reinterpret_cast<const Pack8*>(p.gu + r * 2 * p.inter + p.inter)[c], u);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) v[j] = rb(rb(g[j] / (1.0f + expf(-g[j]))) * u[j]);
+      if (p.y) reinterpret_cast<Pack8*>(p.y + r * p.inter)[c] = pack8(v);
+    }
+    uint32_t codes[2];
+    const float s = quant8_block128(v, codes);
+    if (live) {
+      reinterpret_cast<uint2*>(p.q8 + r * p.inter)[c] = make_uint2(codes[0], codes[1]);
+      if (c % 16 == 0) p.q8_scale[(c / 16) * p.n + r] = s;
+    }
   }
 }
 
@@ -557,6 +621,8 @@ Status launch_scatter_rows(const ScatterRowsParams& p, cudaStream_t s) {
 
 Status launch_add_rms_norm(const AddRmsNormParams& p, cudaStream_t s) {
   if (p.d % 8 != 0) return make_error("add_rms_norm: d = %d is not a multiple of 8", p.d);
+  if (p.q8 && (p.d % 128 != 0 || !p.q8_scale))
+    return make_error("add_rms_norm: FP8 output needs d a multiple of 128 (d = %d) and a scale buffer", p.d);
   if (p.n == 0) return Status::ok();
   OST_CUDA_RET(launch_pdl(add_rms_norm_kernel, dim3(unsigned(p.n)), dim3(row_threads(p.d / 8)), 0, s, p));
   OST_LAUNCH_RET();
@@ -594,6 +660,15 @@ Status launch_qk_norm_rope(const QkNormRopeParams& p, cudaStream_t s) {
 
 Status launch_silu_mul(const SiluMulParams& p, cudaStream_t s) {
   if (p.n == 0) return Status::ok();
+  if (p.q8) {
+    if (p.inter % 128 != 0 || !p.q8_scale)
+      return make_error("silu_mul: FP8 output needs inter a multiple of 128 (inter = %lld) and a scale buffer",
+                        (long long)p.inter);
+    OST_CUDA_RET(launch_pdl(silu_mul_q8_kernel, dim3(grid_for(p.n * p.inter / 8, 256)), dim3(256), 0, s, p));
+    OST_LAUNCH_RET();
+    return Status::ok();
+  }
+  if (!p.y) return make_error("silu_mul: no output");
   OST_CUDA_RET(launch_pdl(silu_mul_kernel, dim3(grid_for(p.n * p.inter, 256)), dim3(256), 0, s, p));
   OST_LAUNCH_RET();
   return Status::ok();

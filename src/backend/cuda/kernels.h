@@ -40,6 +40,9 @@ Status launch_scatter_rows(const ScatterRowsParams& p, cudaStream_t s);
 //   if delta: x = bf16(x + delta)          (x is updated in place)
 //   y = bf16(bf16(x · rsqrt(mean(x²) + eps)) · w)
 // x, delta, y bf16 [n, d]; w bf16 [d]. d must be a multiple of 8.
+// With q8 (d a multiple of 128), y is also quantized for an FP8 linear as launch_fp8_act_quant
+// would quantize it (fp8_gemm.h): e4m3 codes q8 [n, d], the scale of (row m, block b of 128) at
+// q8_scale[b · n + m]. Bit-identical to launch_add_rms_norm + launch_fp8_act_quant.
 struct AddRmsNormParams {
   bf16* x = nullptr;
   const bf16* delta = nullptr;
@@ -48,6 +51,8 @@ struct AddRmsNormParams {
   int64_t n = 0;
   int d = 0;
   float eps = 1e-6f;
+  uint8_t* q8 = nullptr;
+  float* q8_scale = nullptr;
 };
 Status launch_add_rms_norm(const AddRmsNormParams& p, cudaStream_t s);
 
@@ -102,11 +107,15 @@ struct QkNormRopeParams {
 Status launch_qk_norm_rope(const QkNormRopeParams& p, cudaStream_t s);
 
 // y = bf16(bf16(silu(gate)) · up) with gate = gu[i, 0:inter], up = gu[i, inter:2·inter].
-// gu bf16 [n, 2·inter], y bf16 [n, inter].
+// gu bf16 [n, 2·inter], y bf16 [n, inter]. With q8 (inter a multiple of 128), y is quantized
+// for an FP8 linear as in AddRmsNormParams (q8 [n, inter], q8_scale[b · n + m]); y may then be
+// null.
 struct SiluMulParams {
   const bf16* gu = nullptr;
   bf16* y = nullptr;
   int64_t n = 0, inter = 0;
+  uint8_t* q8 = nullptr;
+  float* q8_scale = nullptr;
 };
 Status launch_silu_mul(const SiluMulParams& p, cudaStream_t s);
 
