@@ -4,10 +4,12 @@
 //   * x: quantized per token in blocks of 128 inputs, s = amax/448, q = e4m3(x · (1/s));
 //   * y[m, o] = Σ_blocks s_x[m, b] · s_w[o, b] · Σ_{k in b} q_x[m, k] · q_w[o, k], fp32, bf16 out.
 // Two paths:
-//   decode (n <= kFp8GemvMaxRows): launch_fp8_act_quant, then launch_fp8_gemv streams the e4m3
-//     weights once with 16-byte loads (one warp per two output channels, the lanes split the
-//     inputs) and applies both scales per 16-input chunk (launch_fp8_gemv_fused below: the same
-//     product in one kernel, opt-in);
+//   decode (n <= kFp8GemvMaxRows): launch_fp8_act_quant (or the kernel that wrote x, see
+//     Fp8Gemm::run_quantized), then launch_fp8_gemv streams the e4m3 weights once with 16-byte
+//     loads: from 2 rows of x on the FP8 tensor cores (mma.sync, the x rows as the 8 columns;
+//     in % 128 == 0) with both scales applied per 128-input block, else one warp per two output
+//     channels applying them per 16-input chunk (launch_fp8_gemv_fused below: the same product
+//     in one kernel, opt-in);
 //   prefill: Fp8Gemm runs cuBLASLt's FP8 GEMM with 128×128 block scales on W and 1×128 scales on
 //     x (Hopper tensor cores), when cuBLASLt offers an algorithm for the shape (the heuristic's
 //     candidates are timed on the first eager call of each shape); otherwise the GEMV kernel
@@ -63,6 +65,8 @@ Status launch_fp8_gemv(const Fp8GemvParams& p, cudaStream_t s);
 // 8 rows), in % 16 == 0 and in <= 16384. Fp8Gemm::run uses it for n <= 8 only with
 // OST_FP8_GEMV=fused: it measured slower than the two-kernel path (fp8_gemm.cu).
 bool fp8_fused_gemv_supported(int64_t in);
+bool fp8_mma_gemv_enabled();
+bool fp8_mma_gemv_forced();
 bool fp8_fused_gemv_enabled();
 Status launch_fp8_gemv_fused(const __nv_bfloat16* x, int64_t n, const Fp8Weight& w, __nv_bfloat16* y, int64_t y_ld,
                              int64_t out, int64_t in, cudaStream_t s);
