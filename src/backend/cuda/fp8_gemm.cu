@@ -9,6 +9,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/fp8_gemm.h"
+#include "backend/cuda/gemv.h"
 #include "backend/cuda/pdl.h"
 
 namespace ost::cuda {
@@ -92,7 +93,8 @@ template <int M>
 __global__ void __launch_bounds__(kWarps * 32)
     fp8_gemv_kernel(const uint8_t* __restrict__ xq, const float* __restrict__ xs, int64_t n_all, int64_t m0,
                     const uint8_t* __restrict__ w, const float* __restrict__ ws, int64_t ws_ld, int ws_shift,
-                    bf16* __restrict__ y, int64_t y_ld, int64_t out, int64_t in) {
+                    bf16* __restrict__ y, int64_t y_ld, int64_t out, int64_t in, bool preload) {
+  pdl_trigger();
   const int lane = threadIdx.x & 31;
   const int64_t o0 = (int64_t(blockIdx.x) * kWarps + threadIdx.x / 32) * kRowsPerWarp;
   if (o0 >= out) return;
@@ -122,12 +124,18 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
   };
   int64_t c = lane;
-  for (; c + 96 < chunks; c += 128) {  // four chunks per row in flight
-    uint4 q[4][kRowsPerWarp];
+  uint4 q[4][kRowsPerWarp];
+  const auto load4 = [&] {
 #pragma unroll
     for (int u = 0; u < 4; ++u)
 #pragma unroll
       for (int r = 0; r < kRowsPerWarp; ++r) q[u][r] = __ldg(wr[r] + c + 32 * u);
+  };
+  bool loaded = preload && c + 96 < chunks;  // the first weights go out before the wait (gemv.cu)
+  if (loaded) load4();
+  pdl_wait();
+  for (; c + 96 < chunks; c += 128, loaded = false) {  // four chunks per row in flight
+    if (!loaded) load4();
 #pragma unroll
     for (int u = 0; u < 4; ++u) step(q[u], c + 32 * u);
   }
@@ -156,11 +164,11 @@ __global__ void __launch_bounds__(kWarps * 32)
 }
 
 template <int M>
-void launch_m(const Fp8GemvParams& p, int64_t m0, int64_t y_ld, cudaStream_t s) {
+cudaError_t launch_m(const Fp8GemvParams& p, int64_t m0, int64_t y_ld, cudaStream_t s) {
   const int64_t rows_per_block = int64_t(kWarps) * kRowsPerWarp;
   const dim3 grid(unsigned(ceil_div(p.out, rows_per_block)));
-  fp8_gemv_kernel<M><<<grid, kWarps * 32, 0, s>>>(p.xq, p.xs, p.n, m0, p.w.w, p.w.scale, p.w.scale_ld,
-                                                  p.w.scale_shift, p.y, y_ld, p.out, p.in);
+  return launch_pdl(fp8_gemv_kernel<M>, grid, dim3(kWarps * 32), 0, s, p.xq, p.xs, p.n, m0, p.w.w, p.w.scale, p.w.scale_ld,
+             p.w.scale_shift, p.y, y_ld, p.out, p.in, m0 == 0 && pdl_enabled() && gemv_preload_enabled());
 }
 
 // Decode GEMV on the FP8 tensor cores (mma.sync m16n8k32 e4m3 × e4m3 → f32): a block of
@@ -512,14 +520,14 @@ Status launch_fp8_gemv(const Fp8GemvParams& p, cudaStream_t s) {
   }
   for (int64_t m0 = 0; m0 < p.n; m0 += kFp8GemvMaxRows) {
     switch (int(std::min<int64_t>(kFp8GemvMaxRows, p.n - m0))) {
-      case 1: launch_m<1>(p, m0, y_ld, s); break;
-      case 2: launch_m<2>(p, m0, y_ld, s); break;
-      case 3: launch_m<3>(p, m0, y_ld, s); break;
-      case 4: launch_m<4>(p, m0, y_ld, s); break;
-      case 5: launch_m<5>(p, m0, y_ld, s); break;
-      case 6: launch_m<6>(p, m0, y_ld, s); break;
-      case 7: launch_m<7>(p, m0, y_ld, s); break;
-      default: launch_m<8>(p, m0, y_ld, s); break;
+      case 1: OST_CUDA_RET(launch_m<1>(p, m0, y_ld, s)); break;
+      case 2: OST_CUDA_RET(launch_m<2>(p, m0, y_ld, s)); break;
+      case 3: OST_CUDA_RET(launch_m<3>(p, m0, y_ld, s)); break;
+      case 4: OST_CUDA_RET(launch_m<4>(p, m0, y_ld, s)); break;
+      case 5: OST_CUDA_RET(launch_m<5>(p, m0, y_ld, s)); break;
+      case 6: OST_CUDA_RET(launch_m<6>(p, m0, y_ld, s)); break;
+      case 7: OST_CUDA_RET(launch_m<7>(p, m0, y_ld, s)); break;
+      default: OST_CUDA_RET(launch_m<8>(p, m0, y_ld, s)); break;
     }
     OST_LAUNCH_RET();
   }

@@ -60,12 +60,18 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvParams p) {
   const uint4* wr[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) wr[r] = w4 + fuse::block_row<X, R>(o0, r, p.out) * chunks;
-  // The weights do not depend on the kernels before: optionally start pulling this thread's
-  // share into L2 while they finish (programmatic dependent launch), then wait for x.
-  if (p.prefetch)
-    for (int64_t c = threadIdx.x; c < chunks; c += kThreads)
+  // The weights do not depend on the kernels before: the first iteration's loads are issued
+  // before waiting for x (programmatic dependent launch), so the DRAM latency of the first
+  // chunks overlaps the end of the kernel before.
+  int64_t c = threadIdx.x;
+  uint4 wa[R], wb[R];
+  bool loaded = p.preload && c + kThreads < chunks;
+  if (loaded)
 #pragma unroll
-      for (int r = 0; r < R; ++r) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(wr[r] + c));
+    for (int r = 0; r < R; ++r) {
+      wa[r] = ld_stream(wr[r] + c);
+      wb[r] = ld_stream(wr[r] + c + kThreads);
+    }
   pdl_wait();
   float rn[N];
   if constexpr (X == fuse::kNorm) fuse::row_rms<N, kThreads>(p.x, p.in, p.fuse.eps, rn);
@@ -75,19 +81,17 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(GemvParams p) {
 #pragma unroll
     for (int r = 0; r < R; ++r) acc[n][r] = 0.0f;
 
-  int64_t c = threadIdx.x;
-  for (; c + kThreads < chunks; c += 2 * kThreads) {
-    uint4 wa[R], wb[R];
+  for (; c + kThreads < chunks; c += 2 * kThreads, loaded = false) {
+    if (!loaded)
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      wa[r] = ld_stream(wr[r] + c);
-      wb[r] = ld_stream(wr[r] + c + kThreads);
-    }
+      for (int r = 0; r < R; ++r) {
+        wa[r] = ld_stream(wr[r] + c);
+        wb[r] = ld_stream(wr[r] + c + kThreads);
+      }
     gemv_chunk<N, R, X>(p, c, wa, rn, acc);
     gemv_chunk<N, R, X>(p, c + kThreads, wb, rn, acc);
   }
   if (c < chunks) {
-    uint4 wa[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) wa[r] = ld_stream(wr[r] + c);
     gemv_chunk<N, R, X>(p, c, wa, rn, acc);
@@ -162,6 +166,17 @@ Status launch_n(const GemvParams& p, int R, bool pdl, cudaStream_t s) {
 
 }  // namespace
 
+// OST_GEMV_PRELOAD=0: no weight loads before the wait (A/B runs). Pulling a GEMV's whole matrix
+// into L2 before the wait (prefetch.global.L2) measured slower on the H100 (2026-11-25: the
+// prefetches of the next GEMV compete with the running one for DRAM and L2).
+bool gemv_preload_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("OST_GEMV_PRELOAD");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  return on;
+}
+
 bool gemv_supports(int64_t n, int64_t in, const void* x, const void* w) {
   return n >= 1 && n <= kGemvMaxRows && in % 8 == 0 && in > 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
          reinterpret_cast<uintptr_t>(w) % 16 == 0;
@@ -175,15 +190,9 @@ int gemv_variants(int64_t n, int* rows_per_block) {
 }
 
 Status launch_gemv(const GemvParams& params, int R, cudaStream_t s, bool allow_pdl) {
-  // OST_GEMV_PREFETCH=1: pull W into L2 before waiting (measured slower on the H100, 2026-11-25:
-  // the prefetches of the next GEMV compete with the running one for DRAM and L2).
-  static const bool prefetch = [] {
-    const char* e = std::getenv("OST_GEMV_PREFETCH");
-    return e && std::strcmp(e, "1") == 0;
-  }();
   const bool pdl = allow_pdl && pdl_enabled();
   GemvParams p = params;
-  p.prefetch = pdl && prefetch;  // only useful while an earlier kernel still runs
+  p.preload = pdl && gemv_preload_enabled();  // only useful while an earlier kernel still runs
   if (p.out <= 0) return Status::ok();
   if (int(p.fuse.norm_w != nullptr) + int(p.fuse.silu) + int(p.fuse.glu) > 1 || (p.fuse.glu && p.fuse.residual))
     return make_error("gemv: fusions that do not go together");

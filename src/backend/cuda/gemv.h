@@ -39,11 +39,14 @@ struct GemvParams {
   __nv_bfloat16* y = nullptr;           // bf16 [n, out]
   int n = 0;
   int64_t out = 0, in = 0;
-  bool prefetch = false;  // set by launch_gemv (OST_GEMV_PREFETCH=1): pull W into L2 before waiting
+  bool preload = false;  // set by launch_gemv: the first weight loads are issued before waiting for x
   GemvFusion fuse;
 };
 
 constexpr int kGemvMaxRows = 8;
+// Whether the decode GEMVs (bf16, FP8 warp kernel) issue their first weight loads before waiting for the
+// kernel before them (programmatic dependent launch). On unless OST_GEMV_PRELOAD=0.
+bool gemv_preload_enabled();
 // in must be a multiple of 8 and x, w 16-byte aligned (with fuse.silu, the rows of x are 2·in long).
 bool gemv_supports(int64_t n, int64_t in, const void* x, const void* w);
 // The variants: output rows per block (1, 2, 4; 8 when n <= 4).
