@@ -47,7 +47,7 @@ Image noise_image(int w, int h, uint32_t seed) {
 Result<EvalCase> make_case(Engine& eng, const std::string& name, const std::vector<Image>& images,
                            const std::string& prompt) {
   GenerateRequest req;
-  ChatMessage user{"user", {}};
+  ChatMessage user{"user", {}, {}};
   for (size_t i = 0; i < images.size(); ++i) user.content.push_back(ContentPart::make_image());
   user.content.push_back(ContentPart::make_text(prompt));
   req.messages.push_back(std::move(user));

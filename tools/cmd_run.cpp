@@ -87,8 +87,8 @@ int cmd_run(int argc, char** argv) {
   req.stop = args->all("stop");
   req.ignore_eos = args->has("ignore-eos");
 
-  if (args->has("system")) req.messages.push_back({"system", {ContentPart::make_text(args->get("system"))}});
-  ChatMessage user{"user", {}};
+  if (args->has("system")) req.messages.push_back({"system", {ContentPart::make_text(args->get("system"))}, {}});
+  ChatMessage user{"user", {}, {}};
   for (auto& path : args->all("image")) {
     auto img = load_image_file(path);
     if (!img) return fail("image " + path + ": " + img.message(), 1);

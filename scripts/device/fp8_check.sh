@@ -5,18 +5,7 @@
 # to FP8 and `ostrakon bench engine` FP8 vs bf16 (1280x960 TTFT with the prefill split, 512x512
 # batch-1 decode). Logs go to $OUT (or ./device-out); the summary is printed last.
 # Expects the binaries in $BIN (default build-cuda/bin; .xz copies are unpacked) and assets/.
-set -u
-OUT=${OUT:-$PWD/device-out}
-BIN=${BIN:-build-cuda/bin}
-mkdir -p "$OUT"
-for f in "$BIN"/*.xz; do [ -e "$f" ] && xz -dkf "$f"; done
-chmod +x "$BIN/ostrakon" "$BIN/test_cuda" 2>/dev/null
-for d in /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda/lib64; do
-  [ -d "$d" ] && export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"
-done
-export OST_TEST_DATA=$PWD/tests/data
-S=$OUT/summary.txt
-step() { echo "== $1 ($(date +%T))" >> "$S"; }
+. "$(dirname "$0")/setup_env.sh"
 
 step "device"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >> "$S" 2>&1

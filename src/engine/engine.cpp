@@ -65,9 +65,11 @@ Result<std::unique_ptr<Engine>> Engine::load(const std::string& dir, const Engin
   return e;
 }
 
-Result<std::vector<int32_t>> build_prompt_ids(const Tokenizer& tok, const std::vector<ChatMessage>& messages,
+Result<std::vector<int32_t>> build_prompt_ids(const Tokenizer& tok, const GenerateRequest& req,
                                               const std::vector<ImagePatches>& patches, int32_t pad) {
-  auto text = format_chat(messages);
+  ChatTemplateOptions opt;
+  opt.tools = req.tools;
+  auto text = format_chat(req.messages, opt);
   if (!text) return Error{text.message()};
   std::vector<int32_t> raw = tok.encode(*text);
   std::vector<int32_t> ids;
@@ -91,7 +93,7 @@ Result<std::vector<int32_t>> build_prompt_ids(const Tokenizer& tok, const std::v
 
 Result<std::vector<int32_t>> Engine::prompt_ids(const GenerateRequest& req,
                                                 const std::vector<ImagePatches>& patches) const {
-  return build_prompt_ids(tokenizer_, req.messages, patches, model_->config().image_token_id);
+  return build_prompt_ids(tokenizer_, req, patches, model_->config().image_token_id);
 }
 
 Result<GenerateResult> Engine::generate(const GenerateRequest& req, const TokenCallback& on_token) {

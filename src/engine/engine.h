@@ -32,6 +32,7 @@ struct GenerateRequest {
   bool ignore_eos = false;
   int top_logprobs = 0;     // per generated token: the top K of its distribution
   int prompt_logprobs = 0;  // per prompt position: the top K of the next-token distribution
+  std::vector<std::string> tools;  // tool definitions for the chat template (ChatTemplateOptions::tools)
 };
 
 struct GeneratedToken {
@@ -62,7 +63,7 @@ Result<PreprocessOptions> preprocess_options(const PreprocessorConfig& pc, int64
                                              int64_t max_pixels = 0);
 
 // Chat -> text -> ids with every <|image_pad|> expanded to its image's token count.
-Result<std::vector<int32_t>> build_prompt_ids(const Tokenizer& tok, const std::vector<ChatMessage>& messages,
+Result<std::vector<int32_t>> build_prompt_ids(const Tokenizer& tok, const GenerateRequest& req,
                                               const std::vector<ImagePatches>& patches, int32_t image_token_id);
 
 // How many bytes at the end of `text` must be held back from a stream because they may still

@@ -188,7 +188,7 @@ Result<PreparedRequest> EngineLoop::prepare(const GenerateRequest& req) const {
     out.image_hashes.push_back(hash64(p->pixel_values.data(), p->pixel_values.size() * sizeof(float)));
     out.patches.push_back(std::move(*p));
   }
-  auto ids = build_prompt_ids(tok_, req.messages, out.patches, runner_->config().image_token_id);
+  auto ids = build_prompt_ids(tok_, req, out.patches, runner_->config().image_token_id);
   if (!ids) return Error{ids.message()};
   out.prompt_ids = std::move(*ids);
   auto pos = compute_mrope_positions(out.prompt_ids, out.grids, runner_->config());

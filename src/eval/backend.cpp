@@ -54,7 +54,7 @@ void put_chunk(std::string& png, const char* type, const std::string& data) {
 }
 
 ChatMessage user_message(const std::string& prompt, size_t n_images) {
-  ChatMessage m{"user", {}};
+  ChatMessage m{"user", {}, {}};
   for (size_t i = 0; i < n_images; ++i) m.content.push_back(ContentPart::make_image());
   m.content.push_back(ContentPart::make_text(prompt));
   return m;

@@ -212,6 +212,7 @@ void ApiServer::chat(const http::Request& req, http::Conn& c, const std::shared_
       return "data: " + dump(j) + "\n\n";
     };
     if (!c.send_chunk(chunk({{"role", "assistant"}, {"content", ""}}, nullptr, nullptr))) return gone();
+    ToolStream tools(cr.tools);
     for (;;) {
       RequestEvent ev;
       if (!ch.pop(ev, std::chrono::milliseconds(100))) {
@@ -219,13 +220,23 @@ void ApiServer::chat(const http::Request& req, http::Conn& c, const std::shared_
         continue;
       }
       if (ev.kind == RequestEvent::Kind::kToken) {
-        if (ev.delta.empty() && !cr.logprobs) continue;
+        const std::string text = tools.add(ev.delta);
+        if (text.empty() && !cr.logprobs) continue;
         json lp = nullptr;
         if (cr.logprobs)
           lp = {{"content", json::array({token_logprob_json(eng->tokenizer(), ev.token)})}};
-        if (!c.send_chunk(chunk({{"content", ev.delta}}, nullptr, lp))) return gone();
+        if (!c.send_chunk(chunk({{"content", text}}, nullptr, lp))) return gone();
       } else if (ev.kind == RequestEvent::Kind::kDone) {
-        std::string out = chunk(json::object(), ev.finish_reason, nullptr);
+        std::string out;
+        ParsedToolCalls calls;
+        json finish = ev.finish_reason;
+        if (tools.finish(calls)) {
+          out += chunk({{"tool_calls", tool_calls_json(calls.calls, true)}}, nullptr, nullptr);
+          if (ev.finish_reason == "stop") finish = "tool_calls";
+        } else if (!tools.rest().empty()) {
+          out += chunk({{"content", tools.rest()}}, nullptr, nullptr);
+        }
+        out += chunk(json::object(), finish, nullptr);
         if (cr.include_usage) {
           json u = {{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", model},
                     {"choices", json::array()}, {"usage", usage_json(ev)}};
@@ -260,10 +271,18 @@ void ApiServer::chat(const http::Request& req, http::Conn& c, const std::shared_
       text += ev.delta;
       if (cr.logprobs) logprobs.push_back(token_logprob_json(eng->tokenizer(), ev.token));
     } else if (ev.kind == RequestEvent::Kind::kDone) {
+      json message = {{"role", "assistant"}, {"content", text}};
+      json finish = ev.finish_reason;
+      ParsedToolCalls calls;
+      if (cr.tools && parse_tool_calls(text, calls)) {
+        message["content"] = calls.content.empty() ? json(nullptr) : json(calls.content);
+        message["tool_calls"] = tool_calls_json(calls.calls, false);
+        if (ev.finish_reason == "stop") finish = "tool_calls";
+      }
       json choice = {{"index", 0},
-                     {"message", {{"role", "assistant"}, {"content", text}}},
+                     {"message", message},
                      {"logprobs", cr.logprobs ? json{{"content", logprobs}} : json(nullptr)},
-                     {"finish_reason", ev.finish_reason}};
+                     {"finish_reason", finish}};
       json j = {{"id", id},       {"object", "chat.completion"},       {"created", created},
                 {"model", model}, {"choices", json::array({choice})}, {"usage", usage_json(ev)}};
       return reply(c, route, 200, dump(j));

@@ -1,6 +1,8 @@
 #include "server/openai.h"
 
+#include <algorithm>
 #include <array>
+#include <cctype>
 #include <filesystem>
 #include <random>
 
@@ -48,11 +50,56 @@ bool base64_decode(std::string_view in, std::string& out) {
   return true;
 }
 
-std::string new_completion_id() {
+namespace {
+std::string random_hex24() {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   char buf[32];
   std::snprintf(buf, sizeof buf, "%016llx%08x", (unsigned long long)rng(), unsigned(rng() & 0xffffffffu));
-  return std::string("chatcmpl-") + buf;
+  return buf;
+}
+}  // namespace
+
+std::string new_completion_id() { return "chatcmpl-" + random_hex24(); }
+std::string new_tool_call_id() { return "call_" + random_hex24(); }
+
+std::string ToolStream::add(const std::string& delta) {
+  if (!on_) return delta;
+  held_ += delta;
+  if (in_call_) return {};
+  static const std::string open = "<tool_call>";
+  size_t cut = held_.find(open);
+  in_call_ = cut != std::string::npos;
+  if (!in_call_) {
+    size_t keep = 0;  // the longest tail that is a proper prefix of <tool_call>
+    for (size_t k = std::min(held_.size(), open.size() - 1); k > 0; --k)
+      if (held_.compare(held_.size() - k, k, open, 0, k) == 0) {
+        keep = k;
+        break;
+      }
+    cut = held_.size() - keep;
+  }
+  while (cut > 0 && std::isspace(static_cast<unsigned char>(held_[cut - 1]))) --cut;
+  std::string out = held_.substr(0, cut);
+  held_.erase(0, cut);
+  return out;
+}
+
+bool ToolStream::finish(ParsedToolCalls& calls) {
+  if (in_call_ && parse_tool_calls(held_, calls)) return true;
+  rest_ = held_;
+  return false;
+}
+
+json tool_calls_json(const std::vector<ToolCall>& calls, bool stream) {
+  json a = json::array();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    json c = {{"id", new_tool_call_id()},
+              {"type", "function"},
+              {"function", {{"name", calls[i].name}, {"arguments", calls[i].arguments}}}};
+    if (stream) c["index"] = int(i);
+    a.push_back(std::move(c));
+  }
+  return a;
 }
 
 json token_logprob_json(const Tokenizer& tok, const GeneratedToken& t) {
@@ -149,7 +196,7 @@ Image load_image_url(const std::string& url, const RequestLimits& lim, const std
   return std::move(*img);
 }
 
-void parse(const json& j, const RequestLimits& lim, ChatRequest& out) {
+void parse(const json& j, const std::vector<std::string>& raw_tools, const RequestLimits& lim, ChatRequest& out) {
   if (!j.is_object()) fail("the request body must be a JSON object");
   if (present(j, "model")) {
     if (!j["model"].is_string()) fail("'model' must be a string", "model");
@@ -168,9 +215,30 @@ void parse(const json& j, const RequestLimits& lim, ChatRequest& out) {
     ChatMessage cm;
     cm.role = m["role"].get<std::string>();
     if (cm.role == "developer") cm.role = "system";
-    if (cm.role != "system" && cm.role != "user" && cm.role != "assistant")
-      fail(mp + ".role \"" + cm.role + "\" is not supported (system, user, assistant)", mp + ".role");
+    if (cm.role != "system" && cm.role != "user" && cm.role != "assistant" && cm.role != "tool")
+      fail(mp + ".role \"" + cm.role + "\" is not supported (system, user, assistant, tool)", mp + ".role");
+    if (present(m, "tool_calls")) {
+      if (cm.role != "assistant") fail(mp + ".tool_calls is only allowed in assistant messages", mp + ".tool_calls");
+      const json& tc = m["tool_calls"];
+      if (!tc.is_array()) fail(mp + ".tool_calls must be an array", mp + ".tool_calls");
+      for (size_t k = 0; k < tc.size(); ++k) {
+        const std::string tp = mp + ".tool_calls[" + std::to_string(k) + "]";
+        const json& f = tc[k].is_object() && tc[k].contains("function") ? tc[k]["function"] : json(nullptr);
+        if (!f.is_object() || !f.contains("name") || !f["name"].is_string())
+          fail(tp + " must be {\"type\": \"function\", \"function\": {\"name\": ..., \"arguments\": ...}}", tp);
+        ToolCall call;
+        call.name = f["name"].get<std::string>();
+        const json args = f.contains("arguments") ? f["arguments"] : json("{}");
+        if (args.is_string()) {
+          call.arguments = args.get<std::string>();  // rendered verbatim, as the template does
+        } else if (!args.is_object() || !python_json(args.dump(), call.arguments)) {
+          fail(tp + ".function.arguments must be a JSON string or object", tp + ".function.arguments");
+        }
+        cm.tool_calls.push_back(std::move(call));
+      }
+    }
     const json c = m.contains("content") ? m["content"] : json(nullptr);
+    const int n_images_before = n_images;
     if (c.is_string()) {
       cm.content.push_back(ContentPart::make_text(c.get<std::string>()));
     } else if (c.is_array()) {
@@ -198,6 +266,8 @@ void parse(const json& j, const RequestLimits& lim, ChatRequest& out) {
           fail(pp + ".type \"" + type + "\" is not supported (text, image_url)", pp + ".type");
         }
       }
+      if (cm.role == "tool" && n_images_before != n_images)
+        fail(mp + ": images are only allowed in user messages", mp + ".content");
     } else if (!(c.is_null() && cm.role == "assistant")) {
       fail(mp + ".content must be a string or an array of parts", mp + ".content");
     }
@@ -205,6 +275,37 @@ void parse(const json& j, const RequestLimits& lim, ChatRequest& out) {
   }
   if (g.messages.back().role == "assistant")
     fail("the last message must not be from the assistant (continuation is not supported)", "messages");
+  for (size_t i = 0; i < g.messages.size(); ++i)
+    if (g.messages[i].role == "system" && i != 0)
+      fail("a system message must come first", "messages[" + std::to_string(i) + "].role");
+
+  // Tools: the definitions go into the prompt as given (key order kept), as the chat template's
+  // tojson writes them; tool_choice "auto" (default) or "none" (no tools in the prompt).
+  bool tools_on = present(j, "tools");
+  if (tools_on) {
+    const json& tools = j["tools"];
+    if (!tools.is_array()) fail("'tools' must be an array", "tools");
+    if (tools.size() > 128) fail("'tools' holds at most 128 definitions", "tools");
+    for (size_t k = 0; k < tools.size(); ++k) {
+      const json& t = tools[k];
+      const std::string tp = "tools[" + std::to_string(k) + "]";
+      if (!t.is_object() || !t.contains("type") || t["type"] != "function" || !t.contains("function") ||
+          !t["function"].is_object() || !t["function"].contains("name") || !t["function"]["name"].is_string())
+        fail(tp + " must be {\"type\": \"function\", \"function\": {\"name\": ...}}", tp);
+    }
+  }
+  if (present(j, "tool_choice")) {
+    const json& tc = j["tool_choice"];
+    if (tc == "none") tools_on = false;
+    else if (tc != "auto")
+      fail("'tool_choice' must be \"auto\" or \"none\" (forcing a call is not supported)", "tool_choice");
+  }
+  if (present(j, "parallel_tool_calls") && !j["parallel_tool_calls"].is_boolean())
+    fail("'parallel_tool_calls' must be a boolean", "parallel_tool_calls");
+  if (tools_on && !j["tools"].empty()) {
+    out.tools = true;
+    for (const std::string& t : raw_tools) g.tools.push_back(t);
+  }
 
   g.max_tokens = -lim.default_max_tokens;  // "as many as fit", see EngineLoop::prepare
   if (present(j, "max_completion_tokens")) g.max_tokens = int(get_int(j, "max_completion_tokens", 1, 1 << 24));
@@ -274,8 +375,17 @@ bool parse_chat_request(const std::string& body, const RequestLimits& lim, ChatR
     err = {400, "the request body is not valid JSON", "invalid_request_error", "", "invalid_json"};
     return false;
   }
+  // The tool definitions again, in their own key order (json sorts keys), as Python text.
+  std::vector<std::string> raw_tools;
+  if (j.is_object() && j.contains("tools") && j["tools"].is_array()) {
+    const auto oj = nlohmann::ordered_json::parse(body, nullptr, false);
+    for (const auto& t : oj["tools"]) {
+      std::string text;
+      if (python_json(t.dump(), text)) raw_tools.push_back(std::move(text));
+    }
+  }
   try {
-    parse(j, lim, out);
+    parse(j, raw_tools, lim, out);
   } catch (const Fail& f) {
     err = f.e;
     return false;

@@ -35,6 +35,7 @@ struct ChatRequest {
   bool include_usage = false;
   bool logprobs = false;
   int top_logprobs = 0;
+  bool tools = false;  // tools were given (and tool_choice is not "none"): parse tool calls in the answer
 };
 
 // false + err on any problem with the request.
@@ -47,5 +48,27 @@ bool base64_decode(std::string_view in, std::string& out);
 nlohmann::json token_logprob_json(const Tokenizer& tok, const GeneratedToken& t);
 
 std::string new_completion_id();  // "chatcmpl-" + 24 hex digits
+std::string new_tool_call_id();   // "call_" + 24 hex digits
+
+// A streamed answer when tools may be called. Text passes through until a <tool_call> starts;
+// a tail that may begin one (and the whitespace before it) is held back. From the first
+// <tool_call> on everything is kept, and at the end it is parsed into calls (parse_tool_calls)
+// or, if it is not a well-formed list of calls, given back as text.
+class ToolStream {
+ public:
+  explicit ToolStream(bool on) : on_(on) {}
+  std::string add(const std::string& delta);  // the text to send now
+  bool finish(ParsedToolCalls& calls);        // true: send calls; else send rest() as text
+  const std::string& rest() const { return rest_; }
+
+ private:
+  bool on_ = false;
+  bool in_call_ = false;
+  std::string held_, rest_;
+};
+
+// OpenAI's tool_calls array for parsed calls ({id, type: "function", function: {name,
+// arguments}}); with stream, each entry also carries its index (a stream delta).
+nlohmann::json tool_calls_json(const std::vector<ToolCall>& calls, bool stream);
 
 }  // namespace ost::server

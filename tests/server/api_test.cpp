@@ -143,6 +143,74 @@ TEST(Api, StreamingWithIncludeUsage) {
   for (size_t i = 0; i + 2 < events.size(); ++i) EXPECT_TRUE(json::parse(events[i])["usage"].is_null());
 }
 
+// Tools: the definitions reach the prompt (more prompt tokens), tool turns and assistant calls
+// are accepted, tool_choice "none" leaves the tools out, and malformed tool fields are 400s.
+// (The demo model's random weights do not call tools; parsing is tested in ToolStreamHoldsBack
+// and the chat tests.)
+TEST(Api, ToolsInThePrompt) {
+  TestServer& s = shared();
+  const json tools = json::parse(R"([{"type": "function", "function": {"name": "count_items",
+      "description": "Count the facings of an item on the shelf",
+      "parameters": {"type": "object", "properties": {"item": {"type": "string"}}, "required": ["item"]}}}])");
+  auto plain = s.post({{"messages", user_text("How many cans?")}, {"max_tokens", 2}, {"temperature", 0}});
+  auto with = s.post({{"messages", user_text("How many cans?")}, {"max_tokens", 2}, {"temperature", 0}, {"tools", tools}});
+  auto none = s.post({{"messages", user_text("How many cans?")}, {"max_tokens", 2}, {"temperature", 0}, {"tools", tools},
+                      {"tool_choice", "none"}});
+  ASSERT_EQ(plain.status, 200) << plain.body;
+  ASSERT_EQ(with.status, 200) << with.body;
+  ASSERT_EQ(none.status, 200) << none.body;
+  const int p0 = json::parse(plain.body)["usage"]["prompt_tokens"], p1 = json::parse(with.body)["usage"]["prompt_tokens"];
+  EXPECT_GT(p1, p0 + 40);  // the tools block
+  EXPECT_EQ(json::parse(none.body)["usage"]["prompt_tokens"], p0);
+  const json history = json::parse(R"([
+      {"role": "user", "content": "How many cans?"},
+      {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+          "function": {"name": "count_items", "arguments": "{\"item\": \"can\"}"}}]},
+      {"role": "tool", "tool_call_id": "call_1", "content": "7"},
+      {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "checked"}]}])");
+  auto turn = s.post({{"messages", history}, {"max_tokens", 2}, {"tools", tools}, {"stream", true}});
+  ASSERT_EQ(turn.status, 200) << turn.body;
+  EXPECT_NE(turn.body.find("[DONE]"), std::string::npos);
+  expect_error(s.post({{"messages", user_text("x")}, {"tools", "count"}}), 400, "tools");
+  expect_error(s.post({{"messages", user_text("x")}, {"tools", json::array({{{"type", "function"}}})}}), 400, "tools[0]");
+  expect_error(s.post({{"messages", user_text("x")}, {"tools", tools}, {"tool_choice", "required"}}), 400, "tool_choice");
+  json bad_call = history;
+  bad_call[1]["tool_calls"][0]["function"].erase("name");
+  expect_error(s.post({{"messages", bad_call}}), 400, "tool_calls[0]");
+  json user_call = history;
+  user_call[0]["tool_calls"] = history[1]["tool_calls"];
+  expect_error(s.post({{"messages", user_call}}), 400, "only allowed in assistant");
+  EXPECT_EQ(http_request(s.port, "GET", "/health").status, 200);
+}
+
+TEST(Api, ToolStreamHoldsBack) {
+  server::ToolStream off(false);
+  EXPECT_EQ(off.add("<tool"), "<tool");
+  server::ToolStream t(true);
+  std::string sent = t.add("Let me count.");
+  sent += t.add("\n<tool");  // may start a call: held back with the whitespace before it
+  EXPECT_EQ(sent, "Let me count.");
+  sent += t.add("_call>\n{\"name\": \"count_items\", \"arguments\": {\"item\": \"can\"}}\n");
+  sent += t.add("</tool_call>");
+  EXPECT_EQ(sent, "Let me count.");
+  ParsedToolCalls calls;
+  ASSERT_TRUE(t.finish(calls));
+  ASSERT_EQ(calls.calls.size(), 1u);
+  EXPECT_EQ(calls.calls[0].arguments, "{\"item\": \"can\"}");
+  const json tc = server::tool_calls_json(calls.calls, true);
+  EXPECT_EQ(tc[0]["index"], 0);
+  EXPECT_EQ(tc[0]["id"].get<std::string>().rfind("call_", 0), 0u);
+  EXPECT_EQ(tc[0]["function"]["name"], "count_items");
+  // A tail that turns out not to be a call is sent; a broken call comes back as text.
+  server::ToolStream u(true);
+  std::string out = u.add("a <to");
+  out += u.add("p shelf");
+  EXPECT_EQ(out, "a <top shelf");
+  out += u.add(" <tool_call>{broken");
+  EXPECT_FALSE(u.finish(calls));
+  EXPECT_EQ(out + u.rest(), "a <top shelf <tool_call>{broken");
+}
+
 TEST(Api, StopStringEndsTheAnswer) {
   TestServer& s = shared();
   auto full = json::parse(s.post({{"messages", user_text("Hi")}, {"max_tokens", 10}, {"temperature", 0}}).body);
@@ -169,7 +237,7 @@ TEST(Api, BadRequestsGetTheRightStatus) {
   expect_error(s.post({{"messages", user_text("x")}, {"max_tokens", 1.5}}), 400, "max_tokens");
   expect_error(s.post({{"messages", user_text("x")}, {"stop", 3}}), 400, "stop");
   expect_error(s.post({{"messages", user_text("x")}, {"n", 2}}), 400);
-  expect_error(s.post({{"messages", json::array({{{"role", "tool"}, {"content", "x"}}})}}), 400, "role");
+  expect_error(s.post({{"messages", json::array({{{"role", "robot"}, {"content", "x"}}})}}), 400, "role");
   expect_error(s.post({{"messages", json::array({image_message("data:image/png;base64,@@@@", "x")})}}), 400,
                "base64");
   expect_error(s.post({{"messages", json::array({image_message("data:image/png;base64," + base64("hello"), "x")})}}),

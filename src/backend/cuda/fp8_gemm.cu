@@ -10,6 +10,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/fp8_gemm.h"
 #include "backend/cuda/gemv.h"
+#include "backend/cuda/ld_stream.cuh"
 #include "backend/cuda/pdl.h"
 
 namespace ost::cuda {
@@ -190,13 +191,6 @@ __device__ __forceinline__ void mma_e4m3(float (&d)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ uint4 ld_weights(const uint8_t* p) {
-  uint4 r;
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-      : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-      : "l"(p));
-  return r;
-}
 
 // One 64-input slice: the 16 bytes of weight rows g (wa) and g + 8 (wb) and of x row g (xv).
 __device__ __forceinline__ void mma_slice(float (&d)[4], uint4 wa, uint4 wb, uint4 xv) {
@@ -226,8 +220,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32) fp8_mma_gemv_kernel(Fp8GemvPar
   };
   auto load = [&](int64_t b, Slab& l) {
     const int64_t k = b * kFp8Block;
-    l.w0 = ld_weights(wa + k), l.w1 = ld_weights(wa + k + 64);
-    l.v0 = ld_weights(wb + k), l.v1 = ld_weights(wb + k + 64);
+    l.w0 = ld_stream(wa + k), l.w1 = ld_stream(wa + k + 64);
+    l.v0 = ld_stream(wb + k), l.v1 = ld_stream(wb + k + 64);
     l.x0 = l.x1 = make_uint4(0, 0, 0, 0);
     if (has_x) {
       l.x0 = *reinterpret_cast<const uint4*>(xr + k);
@@ -285,13 +279,6 @@ __global__ void __launch_bounds__(kMmaWarps * 32) fp8_mma_gemv_kernel(Fp8GemvPar
 constexpr int kFThreads = 256;
 constexpr int kFMaxBlocks = 128;  // in <= 16384
 
-__device__ __forceinline__ uint4 ld_stream(const uint4* p) {
-  uint4 r;
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-      : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-      : "l"(p));
-  return r;
-}
 
 struct FusedParams {
   const bf16* x;  // rows m0 .. m0 + M of [n, in]

@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "backend/cuda/gemv_fuse.cuh"
+#include "backend/cuda/ld_stream.cuh"
 #include "backend/cuda/pdl.h"
 #include "backend/cuda/rows_choice.h"
 
@@ -19,15 +20,6 @@ namespace {
 using bf16 = __nv_bfloat16;
 constexpr int kThreads = 256;  // per block, splitting `in` in 16-byte chunks (16 weights)
 constexpr int kTileRows = 8;   // x rows per launch; larger n runs several tiles (weights re-read from L2)
-
-// 16-byte weight load that bypasses L1 (the weights are read once; x stays in L1).
-__device__ __forceinline__ uint4 ld_stream(const uint4* p) {
-  uint4 r;
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-      : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-      : "l"(p));
-  return r;
-}
 
 // The 4 int8 of a word as exact floats without I2F: bytes biased to unsigned (^0x80) are placed
 // in the mantissa of 2^23, and 2^23 + 128 is subtracted.
