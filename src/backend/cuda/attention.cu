@@ -79,7 +79,8 @@ constexpr size_t flash_smem_bytes() {
 }
 
 // F8 (paged only): the cache holds e4m3 codes + scales; load_kv dequantizes them to bf16 with
-// plain loads and shared stores instead of cp.async.
+// plain loads and shared stores instead of cp.async (the wait for tile kt+1's loads is not
+// overlapped with tile kt's math as cp.async overlaps it).
 template <int HD, int WARPS, bool PAGED, bool F8 = false>
 __global__ void __launch_bounds__(WARPS * 32) flash_attention_kernel(FlashAttentionParams p) {
   pdl_trigger();
@@ -136,33 +137,50 @@ __global__ void __launch_bounds__(WARPS * 32) flash_attention_kernel(FlashAttent
   }
   auto load_kv = [&](int kt, int buf) {
     const int64_t kb = k_begin + int64_t(kt) * kBN;
-    for (int c = tid; c < kBN * CH; c += NT) {
-      const int r = c / CH, cc = c % CH;
-      const int64_t j = kb + r;
-      const bool ok = j < k_end;
-      int64_t off = 0, vec = 0;
-      if (ok) {
-        if (PAGED) {
+    if constexpr (F8) {
+      // Every chunk's codes and scales are loaded first (all loads in flight), then each chunk
+      // is dequantized to bf16 and stored; keys past the end are zeros.
+      constexpr int NC = (kBN * CH + NT - 1) / NT;  // chunks per thread
+      uint2 kq[NC], vq[NC];
+      float ks[NC], vs[NC];
+#pragma unroll
+      for (int it = 0; it < NC; ++it) {
+        const int c = tid + it * NT, r = c / CH, cc = c % CH;
+        const int64_t j = kb + r;
+        kq[it] = vq[it] = make_uint2(0, 0);
+        ks[it] = vs[it] = 0.0f;
+        if (c < kBN * CH && j < k_end) {
           const int64_t slot = int64_t(p.block_table[j / p.block_size]) * p.block_size + j % p.block_size;
-          vec = slot * p.n_kv + g;
-          off = vec * HD + cc * 8;
-        } else {
-          off = j * p.kv_stride + int64_t(g) * HD + cc * 8;
+          const int64_t vec = slot * p.n_kv + g, off = vec * HD + cc * 8;
+          kq[it] = __ldg(reinterpret_cast<const uint2*>(p.k8 + off));
+          vq[it] = __ldg(reinterpret_cast<const uint2*>(p.v8 + off));
+          ks[it] = __ldg(p.k_scale + vec);
+          vs[it] = __ldg(p.v_scale + vec);
         }
       }
-      bf16* dk = sK + (buf * kBN + r) * LD + cc * 8;
-      bf16* dv = sV + (buf * kBN + r) * LD + cc * 8;
-      if constexpr (F8) {
-        uint4 kq = make_uint4(0, 0, 0, 0), vq = kq;  // keys past the end read as zeros
+#pragma unroll
+      for (int it = 0; it < NC; ++it) {
+        const int c = tid + it * NT, r = c / CH, cc = c % CH;
+        if (c >= kBN * CH) continue;
+        *reinterpret_cast<uint4*>(sK + (buf * kBN + r) * LD + cc * 8) = e4m3x8_to_bf16x8(kq[it], ks[it]);
+        *reinterpret_cast<uint4*>(sV + (buf * kBN + r) * LD + cc * 8) = e4m3x8_to_bf16x8(vq[it], vs[it]);
+      }
+    } else {
+      for (int c = tid; c < kBN * CH; c += NT) {
+        const int r = c / CH, cc = c % CH;
+        const int64_t j = kb + r;
+        const bool ok = j < k_end;
+        int64_t off = 0;
         if (ok) {
-          kq = e4m3x8_to_bf16x8(__ldg(reinterpret_cast<const uint2*>(p.k8 + off)), __ldg(p.k_scale + vec));
-          vq = e4m3x8_to_bf16x8(__ldg(reinterpret_cast<const uint2*>(p.v8 + off)), __ldg(p.v_scale + vec));
+          if (PAGED) {
+            const int64_t slot = int64_t(p.block_table[j / p.block_size]) * p.block_size + j % p.block_size;
+            off = (slot * p.n_kv + g) * HD + cc * 8;
+          } else {
+            off = j * p.kv_stride + int64_t(g) * HD + cc * 8;
+          }
         }
-        *reinterpret_cast<uint4*>(dk) = kq;
-        *reinterpret_cast<uint4*>(dv) = vq;
-      } else {
-        cp_async16(dk, p.k + off, ok);
-        cp_async16(dv, p.v + off, ok);
+        cp_async16(sK + (buf * kBN + r) * LD + cc * 8, p.k + off, ok);
+        cp_async16(sV + (buf * kBN + r) * LD + cc * 8, p.v + off, ok);
       }
     }
   };
