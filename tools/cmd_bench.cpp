@@ -17,6 +17,7 @@
 #include <jpeglib.h>  // after <cstdio>: it uses FILE and size_t
 
 #include "engine/engine.h"
+#include "engine/engine_loop.h"
 #include "tools/args.h"
 #include "tools/commands.h"
 #ifdef OSTRAKON_HAVE_CUDA
@@ -29,8 +30,11 @@ namespace {
 
 const char* kUsage =
     "usage: ostrakon bench engine --model DIR [--image-size WxH] [--prompt-tokens N]\n"
-    "                             [--max-tokens N] [--batch N] [--json]\n"
+    "                             [--max-tokens N] [--batch N] [--kv-cache-dtype bf16|fp8]\n"
+    "                             [--kv-memory MB] [--json]\n"
     "Runs on the CUDA backend. --image-size 0 gives a text-only prompt (default 512x512).\n"
+    "--kv-memory (default 1024, as serve): prints the KV blocks and sequences of this request's\n"
+    "length that serve's pool of that size holds with this KV cache dtype.\n"
     "       ostrakon bench serve --url URL ...   (load generator; see ostrakon bench serve --help)\n";
 
 int fail(const std::string& msg, int code) {
@@ -100,7 +104,7 @@ int cmd_bench(int argc, char** argv) {
 #ifndef OSTRAKON_HAVE_CUDA
   return fail("this build has no CUDA backend", 2);
 #else
-  auto args = Args::parse(argc - 1, argv + 1, {"model", "image-size", "prompt-tokens", "max-tokens", "batch"},
+  auto args = Args::parse(argc - 1, argv + 1, {"model", "image-size", "prompt-tokens", "max-tokens", "batch", "kv-cache-dtype", "kv-memory"},
                           {"json", "help"});
   if (!args) {
     std::fprintf(stderr, "%s", kUsage);
@@ -114,8 +118,11 @@ int cmd_bench(int argc, char** argv) {
   auto prompt_tokens = args->get_int("prompt-tokens", 30, 1, 100000);
   auto max_tokens = args->get_int("max-tokens", 128, 2, 100000);
   auto batch = args->get_int("batch", 1, 1, 64);
-  for (const Status& s : {prompt_tokens.status(), max_tokens.status(), batch.status()})
+  auto kv_mb = args->get_int("kv-memory", 1024, 1, 1 << 24);
+  for (const Status& s : {prompt_tokens.status(), max_tokens.status(), batch.status(), kv_mb.status()})
     if (!s) return fail(s.message(), 2);
+  auto kv_dtype = quant::parse_kv_dtype(args->get("kv-cache-dtype", "bf16"));
+  if (!kv_dtype) return fail(kv_dtype.message(), 2);
   int iw = 512, ih = 512;
   const std::string size = args->get("image-size", "512x512");
   if (size == "0") iw = ih = 0;
@@ -132,6 +139,7 @@ int cmd_bench(int argc, char** argv) {
   auto t_load = std::chrono::steady_clock::now();
   EngineOptions eo;
   eo.device = "cuda";
+  eo.quant.kv_cache = *kv_dtype;
   auto eng = Engine::load(args->get("model"), eo);
   if (!eng) return fail(eng.message(), 1);
   out["load_s"] = ms_since(t_load) / 1000.0;
@@ -141,6 +149,8 @@ int cmd_bench(int argc, char** argv) {
   out["weights_gib"] = double(info->weight_bytes) / double(1 << 30);
   out["text_weights_gib"] = double(info->text_weight_bytes) / double(1 << 30);
   out["kv_pool_tokens"] = info->kv_blocks * info->kv_block_tokens;
+  out["kv_cache_dtype"] = quant::kv_dtype_name(*kv_dtype);
+  out["kv_bytes_per_token"] = r.kv_bytes_per_token();
 
   // The request: one synthetic JPEG + a question of about N tokens.
   GenerateRequest req;
@@ -282,6 +292,13 @@ int cmd_bench(int argc, char** argv) {
   const double bytes = double(info->text_weight_bytes) + B * ctx * double(info->kv_bytes_per_token);
   const double floor_ms = bytes / (ceil->copy_gb_per_s * 1e9) * 1e3;
   out["batch"] = B;
+  // What serve's pool of --kv-memory MB holds (EngineLoop: 16-token blocks at the runner's bytes
+  // per token), in blocks and in sequences of this request's length (prompt + max tokens).
+  const int64_t serve_blocks = kv_pool_blocks(*kv_mb, r.kv_bytes_per_token(), 16);
+  const int64_t seq_blocks = (int64_t(res->prompt_ids.size()) + steps + 15) / 16;
+  out["kv_memory_mb"] = *kv_mb;
+  out["kv_memory_blocks"] = serve_blocks;
+  out["kv_memory_max_sequences"] = serve_blocks / std::max<int64_t>(1, seq_blocks);
   out["decode_step_ms"] = step_ms;
   out["decode_tokens_per_s_per_seq"] = 1000.0 / step_ms;
   out["decode_tokens_per_s_total"] = 1000.0 * B / step_ms;
@@ -308,6 +325,11 @@ int cmd_bench(int argc, char** argv) {
       "(prefill %.0f TFLOP/s of %.0f)\n",
       t_total.size(), ttft, ttft_jpeg, jpeg.size(), ttft_pre, ttft_vis, ttft_pf,
       out["prefill_tflops"].get<double>(), ceil->gemm_tflops);
+  std::printf("kv cache          %s, %lld bytes/token; --kv-memory %lld MB: %lld blocks of 16 = %lld sequences of "
+              "%lld tokens; device pool %lld tokens\n",
+              quant::kv_dtype_name(*kv_dtype), (long long)r.kv_bytes_per_token(), (long long)*kv_mb,
+              (long long)serve_blocks, (long long)out["kv_memory_max_sequences"].get<int64_t>(),
+              (long long)(seq_blocks * 16), (long long)(info->kv_blocks * info->kv_block_tokens));
   std::printf("engine decode     %.1f tok/s (Engine::generate, greedy through decode_batch_argmax)\n",
               t.decode_tokens_per_s);
   std::printf("decode batch %-4d %.2f ms/step, %.1f tok/s per sequence, %.1f tok/s total\n", B, step_ms,

@@ -20,6 +20,7 @@ const char* kUsage =
     "                    [--seed S] [--stop TEXT]... [--min-pixels N] [--max-pixels N]\n"
     "                    [--device cpu|cuda|auto] [--logprobs K] [--prompt-logprobs K] [--ignore-eos] [--json]\n"
     "                    [--quant int8|fp8|int4]  (quantize the text decoder's linears at load)\n"
+    "                    [--kv-cache-dtype bf16|fp8]  (fp8: e4m3 K/V with a scale per token and kv head)\n"
     "                    [--dump FILE]   (every named intermediate of the prompt pass, f32 safetensors)\n"
     "Images come before the text in the user turn. --temperature 0 is greedy (the default).\n";
 
@@ -40,7 +41,8 @@ int cmd_run(int argc, char** argv) {
   auto args = Args::parse(argc, argv,
                           {"model", "image", "prompt", "system", "max-tokens", "temperature", "top-p",
                            "top-k", "min-p", "repetition-penalty", "presence-penalty", "frequency-penalty",
-                           "seed", "stop", "min-pixels", "max-pixels", "device", "logprobs", "prompt-logprobs", "dump", "quant"},
+                           "seed", "stop", "min-pixels", "max-pixels", "device", "logprobs", "prompt-logprobs", "dump", "quant",
+                           "kv-cache-dtype"},
                           {"json", "help", "ignore-eos"});
   if (!args) {
     std::fprintf(stderr, "%s", kUsage);
@@ -105,6 +107,9 @@ int cmd_run(int argc, char** argv) {
     if (!qf) return fail(qf.message(), 2);
     eo.quant.format = *qf;
   }
+  auto kvd = quant::parse_kv_dtype(args->get("kv-cache-dtype", "bf16"));
+  if (!kvd) return fail(kvd.message(), 2);
+  eo.quant.kv_cache = *kvd;
   auto engine = Engine::load(args->get("model"), eo);
   if (!engine) return fail(engine.message(), 1);
   // --dump: the named intermediates of the first pass (vision tower + prefill), one f32 tensor

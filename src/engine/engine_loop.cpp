@@ -113,6 +113,11 @@ struct EngineLoop::State {
   uint64_t next_id = 1;
 };
 
+int64_t kv_pool_blocks(int64_t kv_memory_mb, int64_t bytes_per_token, int block_size) {
+  if (bytes_per_token <= 0 || block_size <= 0) return 0;
+  return (kv_memory_mb << 20) / (bytes_per_token * block_size);
+}
+
 Result<std::unique_ptr<EngineLoop>> EngineLoop::start(std::unique_ptr<ModelRunner> runner, Tokenizer tokenizer,
                                                       std::string model_name, const EngineLoopOptions& opt) {
   std::unique_ptr<EngineLoop> e(new EngineLoop());
@@ -131,9 +136,8 @@ Result<std::unique_ptr<EngineLoop>> EngineLoop::start(std::unique_ptr<ModelRunne
     OST_TRY(e->runner_->set_excluded_tokens(ex));
   }
   OST_TRY(e->runner_->warm_up(opt.max_running));
-  const TextConfig& t = e->runner_->config().text;
-  const int64_t bytes_per_token = int64_t(t.num_layers) * 2 * t.num_kv_heads * t.head_dim * 4;
-  const int64_t blocks = (opt.kv_memory_mb << 20) / (bytes_per_token * opt.block_size);
+  const int64_t bytes_per_token = e->runner_->kv_bytes_per_token();
+  const int64_t blocks = kv_pool_blocks(opt.kv_memory_mb, bytes_per_token, opt.block_size);
   if (blocks < 1)
     return make_error("--kv-memory %lld MB holds no block of %d tokens (%lld bytes per token)",
                       (long long)opt.kv_memory_mb, opt.block_size, (long long)bytes_per_token);

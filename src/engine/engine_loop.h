@@ -28,7 +28,8 @@ namespace ost {
 
 struct EngineLoopOptions {
   int block_size = 16;
-  int64_t kv_memory_mb = 1024;  // KV pool (f32 K and V of every layer on the CPU runner)
+  int64_t kv_memory_mb = 1024;  // KV pool, in the runner's bytes per token (kv_bytes_per_token)
+  quant::KvDType kv_cache_dtype = quant::KvDType::BF16;  // for the runner server::load_engine_loop makes
   int max_running = 16;
   int64_t step_tokens = 2048;
   int64_t prefill_chunk = 512;
@@ -41,6 +42,10 @@ struct EngineLoopOptions {
   // variable OST_LOOP_HOST_SAMPLING=1 turns this off (A/B runs).
   bool runner_greedy = true;
 };
+
+// Blocks of block_size tokens that kv_memory_mb MB holds at bytes_per_token (the serving loop's
+// pool size; bench engine prints it).
+int64_t kv_pool_blocks(int64_t kv_memory_mb, int64_t bytes_per_token, int block_size);
 
 // A request checked and tokenized, ready for the engine thread.
 struct PreparedRequest {

@@ -72,6 +72,11 @@ Result<MixedStepOutput> ModelRunner::mixed_step(const std::vector<PrefillChunk>&
   return out;
 }
 
+int64_t ModelRunner::kv_bytes_per_token() const {
+  const TextConfig& t = config().text;
+  return int64_t(t.num_layers) * 2 * t.num_kv_heads * t.head_dim * 4;
+}
+
 Status ModelRunner::set_excluded_tokens(const std::vector<int32_t>& ids) {
   if (ids.size() > 15) return make_error("at most 15 excluded token ids (%zu given)", ids.size());
   excluded_tokens_ = ids;
@@ -106,6 +111,11 @@ class CpuRunner final : public ModelRunner {
     return m_->decode(static_cast<CpuSequence&>(s).cache, id);
   }
   void set_dump(DumpFn fn) override { m_->set_dump(std::move(fn)); }
+  int64_t kv_bytes_per_token() const override {
+    if (m_->kv_cache_dtype() != quant::KvDType::FP8) return ModelRunner::kv_bytes_per_token();
+    const TextConfig& t = config().text;  // e4m3 codes + one f32 scale per (token, kv head)
+    return int64_t(t.num_layers) * 2 * t.num_kv_heads * (t.head_dim + 4);
+  }
 
  private:
   std::unique_ptr<Qwen3VLModel> m_;

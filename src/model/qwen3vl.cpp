@@ -20,6 +20,7 @@ Result<std::unique_ptr<Qwen3VLModel>> Qwen3VLModel::load(const std::string& dir,
   std::unique_ptr<Qwen3VLModel> m(new Qwen3VLModel());
   m->cfg_ = std::move(*cfg);
   m->w_ = std::move(*w);
+  m->kv_dtype_ = quant_at_load.kv_cache;
   return m;
 }
 
@@ -33,13 +34,24 @@ Result<VisionOutput> Qwen3VLModel::encode_images(const VisionInput& in) {
   return vision_forward(cfg_.model.vision, w_->vision, in, Dumper{&dump_});
 }
 
-KvCache Qwen3VLModel::new_cache(int64_t capacity) const {
+KvCache Qwen3VLModel::new_cache(int64_t capacity) const { return new_cache(capacity, kv_dtype_); }
+
+KvCache Qwen3VLModel::new_cache(int64_t capacity, quant::KvDType dtype) const {
   const TextConfig& c = cfg_.model.text;
   KvCache kv;
   kv.capacity = capacity;
-  const size_t per_layer = size_t(capacity) * c.num_kv_heads * c.head_dim;
-  kv.k.assign(size_t(c.num_layers), std::vector<float>(per_layer));
-  kv.v.assign(size_t(c.num_layers), std::vector<float>(per_layer));
+  const size_t vectors = size_t(capacity) * c.num_kv_heads, per_layer = vectors * c.head_dim;
+  const size_t L = size_t(c.num_layers);
+  if (dtype == quant::KvDType::FP8) {
+    kv.fp8 = true;
+    kv.k8.assign(L, std::vector<uint8_t>(per_layer));
+    kv.v8.assign(L, std::vector<uint8_t>(per_layer));
+    kv.k_scale.assign(L, std::vector<float>(vectors));
+    kv.v_scale.assign(L, std::vector<float>(vectors));
+  } else {
+    kv.k.assign(L, std::vector<float>(per_layer));
+    kv.v.assign(L, std::vector<float>(per_layer));
+  }
   return kv;
 }
 
@@ -51,7 +63,7 @@ Result<std::vector<float>> Qwen3VLModel::prefill(KvCache& cache, const std::vect
   if (n == 0) return make_error("prefill: no tokens");
   if (pos.n != n || int64_t(pos.pos.size()) != 3 * n)
     return make_error("prefill: %lld tokens but positions for %lld", (long long)n, (long long)pos.n);
-  if (cache.k.size() != size_t(cfg.text.num_layers))
+  if (cache.layers() != size_t(cfg.text.num_layers))
     return make_error("prefill: the KV cache was not made by this model");
   if (cache.len + n > cache.capacity)
     return make_error("prefill: %lld tokens do not fit the KV cache (%lld of %lld used)", (long long)n,
@@ -108,7 +120,7 @@ Result<std::vector<float>> Qwen3VLModel::prefill(KvCache& cache, const std::vect
 
 Result<std::vector<float>> Qwen3VLModel::decode(KvCache& cache, int32_t id) {
   const ModelConfig& cfg = cfg_.model;
-  if (cache.k.size() != size_t(cfg.text.num_layers))
+  if (cache.layers() != size_t(cfg.text.num_layers))
     return make_error("decode: the KV cache was not made by this model");
   if (cache.len + 1 > cache.capacity)
     return make_error("decode: the KV cache is full (%lld tokens)", (long long)cache.capacity);

@@ -54,10 +54,16 @@ Result<MropePositions> compute_mrope_positions(const std::vector<int32_t>& ids,
                                                const std::vector<std::array<int, 3>>& grid_thw,
                                                const ModelConfig& cfg);
 
-// Keys and values of every decoder layer for one sequence.
+// Keys and values of every decoder layer for one sequence: f32, or with fp8 the e4m3 codes and
+// one scale per (token, kv head) (quant::quantize_kv_fp8); attention then reads the dequantized
+// values.
 struct KvCache {
-  std::vector<std::vector<float>> k;  // per layer f32 [capacity, n_kv_heads, head_dim]
-  std::vector<std::vector<float>> v;  // per layer f32 [capacity, n_kv_heads, head_dim]
+  std::vector<std::vector<float>> k;  // per layer f32 [capacity, n_kv_heads, head_dim] (not fp8)
+  std::vector<std::vector<float>> v;  // per layer f32 [capacity, n_kv_heads, head_dim] (not fp8)
+  bool fp8 = false;
+  std::vector<std::vector<uint8_t>> k8, v8;        // fp8: per layer e4m3 [capacity, n_kv_heads, head_dim]
+  std::vector<std::vector<float>> k_scale, v_scale;  // fp8: per layer f32 [capacity, n_kv_heads]
+  size_t layers() const { return fp8 ? k8.size() : k.size(); }
   int64_t capacity = 0;
   int64_t len = 0;         // tokens written
   int64_t rope_delta = 0;  // set by prefill, used by decode
@@ -89,7 +95,10 @@ class Qwen3VLModel {
   // All images of one request in one pass (attention stays within each image).
   Result<VisionOutput> encode_images(const VisionInput& in);
 
+  // A cache in the dtype the model was loaded with (quant_at_load.kv_cache), or the one given.
   KvCache new_cache(int64_t capacity) const;
+  KvCache new_cache(int64_t capacity, quant::KvDType dtype) const;
+  quant::KvDType kv_cache_dtype() const { return kv_dtype_; }
 
   // Runs ids through the decoder after the cache's current contents (pos must describe these ids
   // and continue the cached sequence). Image embeddings replace the <|image_pad|> tokens in order
@@ -114,6 +123,7 @@ class Qwen3VLModel {
   std::unique_ptr<ModelWeights> w_;
   DumpFn dump_;
   int64_t prefill_chunk_ = 512;
+  quant::KvDType kv_dtype_ = quant::KvDType::BF16;
 };
 
 }  // namespace ost

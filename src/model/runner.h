@@ -82,6 +82,9 @@ class ModelRunner {
   // Prepares what decode steps of 1 .. max_batch sequences need (the CUDA runner captures its
   // graphs), so the first requests of a server do not pay for it. The default does nothing.
   virtual Status warm_up(int max_batch) { return Status::ok(); }
+  // Bytes one cached token takes (all layers, K and V, scales included); the serving loop sizes
+  // its block pool from --kv-memory with it. The default: f32 K and V.
+  virtual int64_t kv_bytes_per_token() const;
   virtual void set_dump(DumpFn fn) {}
 
  protected:
@@ -89,7 +92,8 @@ class ModelRunner {
 };
 
 // The CPU oracle behind the runner interface.
-// quant_at_load: quantize the text decoder's bf16 linears while loading (quant::selected).
+// quant_at_load: quantize the text decoder's bf16 linears while loading (quant::selected);
+// its kv_cache picks the KV cache dtype (both runners).
 Result<std::unique_ptr<ModelRunner>> load_cpu_runner(const std::string& dir, const quant::QuantConfig& quant_at_load = {});
 
 // The CUDA runner (nullptr + error when this build has no CUDA or no GPU is present).

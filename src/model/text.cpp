@@ -4,11 +4,14 @@
 //     x += down( silu(gate(rms(x))) · up(rms(x)) )
 //     after layer l < n_deepstack: x[image tokens] += deepstack[l]
 //   -> final rms -> lm_head for the requested tokens.
+// K and V go into the cache after the q/k-norm and rope (k) and as projected (v): as f32, or as
+// fp8 codes + scales that attention reads back dequantized (KvCache::fp8).
 #include <algorithm>
 #include <cmath>
 
 #include "backend/ops.h"
 #include "model/graph.h"
+#include "quant/quant.h"
 
 namespace ost {
 
@@ -41,10 +44,21 @@ Status text_forward(const ModelConfig& cfg, const TextWeights& w, KvCache& cache
   std::vector<float> q(size_t(n * Q));                        // f32 [n, heads, hd]
   std::vector<float> attn(size_t(n * Q));                     // f32 [n, heads, hd]
   std::vector<float> gate(size_t(n * I)), up(size_t(n * I));  // f32 [n, inter]
+  // fp8 cache: this batch's k, v before quantization f32 [n, kv_heads, hd], and the whole
+  // cache dequantized for attention f32 [p0 + n, kv_heads, hd].
+  const int64_t NV = n * c.num_kv_heads;  // (token, kv head) vectors of this batch
+  std::vector<float> k_new, v_new, k_all, v_all;
+  if (cache.fp8) {
+    k_new.resize(size_t(n * KV));
+    v_new.resize(size_t(n * KV));
+    k_all.resize(size_t((p0 + n) * KV));
+    v_all.resize(size_t((p0 + n) * KV));
+  }
   for (int l = 0; l < c.num_layers; ++l) {
     const TextLayerWeights& L = w.layers[size_t(l)];
-    float* k = cache.k[size_t(l)].data() + p0 * KV;  // f32 [n, kv_heads, hd], in the cache
-    float* v = cache.v[size_t(l)].data() + p0 * KV;
+    // f32 [n, kv_heads, hd]: in the cache, or (fp8) quantized into it below
+    float* k = cache.fp8 ? k_new.data() : cache.k[size_t(l)].data() + p0 * KV;
+    float* v = cache.fp8 ? v_new.data() : cache.v[size_t(l)].data() + p0 * KV;
 
     ops::rms_norm(x.data(), n, H, L.attn_norm.data(), eps, h.data());
     dump("txt.attn_norm", l, h.data(), {n, H});
@@ -58,6 +72,19 @@ Status text_forward(const ModelConfig& cfg, const TextWeights& w, KvCache& cache
     dump("txt.q", l, q.data(), {n, c.num_heads, D});
     dump("txt.k", l, k, {n, c.num_kv_heads, D});
     dump("txt.v", l, v, {n, c.num_kv_heads, D});
+    const float* k_read = cache.fp8 ? k_all.data() : cache.k[size_t(l)].data();
+    const float* v_read = cache.fp8 ? v_all.data() : cache.v[size_t(l)].data();
+    if (cache.fp8) {
+      const int64_t v0 = p0 * c.num_kv_heads, NA = v0 + NV;
+      uint8_t* k8 = cache.k8[size_t(l)].data();
+      uint8_t* v8 = cache.v8[size_t(l)].data();
+      float* ks = cache.k_scale[size_t(l)].data();
+      float* vs = cache.v_scale[size_t(l)].data();
+      quant::quantize_kv_fp8(k, NV, int(D), k8 + v0 * D, ks + v0);
+      quant::quantize_kv_fp8(v, NV, int(D), v8 + v0 * D, vs + v0);
+      quant::dequantize_kv_fp8(k8, ks, NA, int(D), k_all.data());
+      quant::dequantize_kv_fp8(v8, vs, NA, int(D), v_all.data());
+    }
 
     ops::AttentionParams p;
     p.n_q = n;
@@ -70,7 +97,7 @@ Status text_forward(const ModelConfig& cfg, const TextWeights& w, KvCache& cache
     p.causal = true;
     p.q_pos0 = p0;
     p.scale = float(1.0 / std::sqrt(double(D)));
-    ops::attention(p, q.data(), cache.k[size_t(l)].data(), cache.v[size_t(l)].data(), attn.data());
+    ops::attention(p, q.data(), k_read, v_read, attn.data());
     dump("txt.attn", l, attn.data(), {n, c.num_heads, D});
     ops::matmul(attn.data(), n, L.o.w, L.o.bias(), h.data());
     dump("txt.attn_out", l, h.data(), {n, H});

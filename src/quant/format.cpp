@@ -24,6 +24,14 @@ Result<Format> parse_format(const std::string& s) {
   return make_error("unknown quantization format \"%s\" (expected int8, fp8 or int4)", s.c_str());
 }
 
+const char* kv_dtype_name(KvDType d) { return d == KvDType::FP8 ? "fp8" : "bf16"; }
+
+Result<KvDType> parse_kv_dtype(const std::string& s) {
+  if (s == "bf16" || s.empty()) return KvDType::BF16;
+  if (s == "fp8") return KvDType::FP8;
+  return make_error("unknown KV cache dtype \"%s\" (expected bf16 or fp8)", s.c_str());
+}
+
 int64_t scale_cols(Format f, int64_t cols, int group) {
   switch (f) {
     case Format::FP8:

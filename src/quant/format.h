@@ -46,10 +46,18 @@ struct SelectOptions {
   std::string skip;      // ECMAScript regex: matching names stay as they are
 };
 
+// How a runner stores its KV cache (--kv-cache-dtype): bf16 (f32 in the CPU oracle), or fp8:
+// e4m3fn codes with one f32 scale per (token, kv head) vector of head_dim values
+// (quant::quantize_kv_fp8), about half the bytes of bf16.
+enum class KvDType : uint8_t { BF16, FP8 };
+const char* kv_dtype_name(KvDType d);  // "bf16", "fp8"
+Result<KvDType> parse_kv_dtype(const std::string& s);
+
 struct QuantConfig {
   Format format = Format::None;
   int group_size = 128;  // INT4: inputs per group; FP8: block side
   SelectOptions select;  // only when quantizing (at load or in `ostrakon quantize`)
+  KvDType kv_cache = KvDType::BF16;  // the runner's KV cache (not part of a checkpoint)
 };
 
 // A quantized matrix in memory (views; the owner keeps the buffers alive).

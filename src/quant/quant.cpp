@@ -165,6 +165,20 @@ void fake_quant_act_fp8(float* x, int64_t n, int64_t cols, int group) {
   }
 }
 
+void quantize_kv_fp8(const float* x, int64_t n, int hd, uint8_t* q, float* scale) {
+  quantize_act_fp8(x, n, hd, hd, q, scale);
+}
+
+void dequantize_kv_fp8(const uint8_t* q, const float* scale, int64_t n, int hd, float* out) {
+  static const auto lut = [] {
+    std::vector<float> t(256);
+    for (int i = 0; i < 256; ++i) t[size_t(i)] = fp8_e4m3_to_f32(uint8_t(i));
+    return t;
+  }();
+  for (int64_t r = 0; r < n; ++r)
+    for (int c = 0; c < hd; ++c) out[r * hd + c] = lut[q[r * hd + c]] * scale[r];
+}
+
 void dequant_segment(const QView& w, int64_t r, int64_t k0, int64_t n, float* out) {
   switch (w.format) {
     case Format::INT8: {

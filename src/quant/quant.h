@@ -43,6 +43,14 @@ void quantize_act_fp8(const float* x, int64_t n, int64_t cols, int group, uint8_
 // x <- dequant(quantize_act_fp8(x)) in place: what an FP8 linear's input becomes.
 void fake_quant_act_fp8(float* x, int64_t n, int64_t cols, int group);
 
+// FP8 KV cache (--kv-cache-dtype fp8): each of the n vectors of hd values (one token's key or
+// value of one kv head, after q/k-norm and rope for keys) gets s = amax(|x|) / 448 (1 when all
+// are zero) and codes e4m3(x · (1/s)), saturating: quantize_act_fp8 with one group per vector,
+// the rule the CUDA KV write kernel follows bit for bit. q u8 [n, hd], scale f32 [n].
+void quantize_kv_fp8(const float* x, int64_t n, int hd, uint8_t* q, float* scale);
+// out f32 [n, hd] = e4m3(q[i, c]) · scale[i] (fp32 product): what attention reads.
+void dequantize_kv_fp8(const uint8_t* q, const float* scale, int64_t n, int hd, float* out);
+
 // Whether the selection converts the linear weight `name`; `name` is a tensor name ending in ".weight" that the checkpoint table marks quantizable.
 Result<bool> selected(const std::string& name, const SelectOptions& opt);
 

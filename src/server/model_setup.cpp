@@ -187,9 +187,11 @@ Result<std::unique_ptr<EngineLoop>> load_engine_loop(const std::string& dir, con
   if (!file_exists(tok_path)) return make_error("model folder %s has no tokenizer.json", dir.c_str());
   auto tok = Tokenizer::load(tok_path);
   if (!tok) return Error{tok.message()};
+  quant::QuantConfig qc;
+  qc.kv_cache = opt.kv_cache_dtype;
   Result<std::unique_ptr<ModelRunner>> runner =
-      device == "cuda" ? load_cuda_runner(dir)
-      : device == "cpu" ? load_cpu_runner(dir)
+      device == "cuda" ? load_cuda_runner(dir, qc)
+      : device == "cpu" ? load_cpu_runner(dir, qc)
                         : Result<std::unique_ptr<ModelRunner>>(make_error("unknown device \"%s\" (cpu, cuda)", device.c_str()));
   if (!runner) return Error{runner.message()};
   return EngineLoop::start(std::move(*runner), std::move(*tok), model_name, opt);

@@ -183,6 +183,26 @@ TEST_F(RunGolden, DumpHoldsTheIntermediatesLayerByLayer) {
   EXPECT_EQ(by_name["txt.layer_out.0"]->shape, (std::vector<int64_t>{90, 64}));
 }
 
+// --kv-cache-dtype fp8: the same request through the fp8 cache; close to the reference (the
+// bounds of tests/model/kv_fp8_test.cpp: top-1 agreement over the prompt positions).
+TEST_F(RunGolden, KvCacheDtypeFp8) {
+  const std::string name = "text_only_en";
+  const json& c = (*golden_)["cases"][name];
+  auto r = sh(std::string(OST_BIN) + " run --model " + model() + " --device cpu --kv-cache-dtype fp8 --prompt " +
+              q("List three ways to reduce food waste in a restaurant kitchen.") +
+              " --json --prompt-logprobs 1 --max-tokens 24 --ignore-eos");
+  ASSERT_EQ(r.code, 0) << r.out;
+  json out = json::parse(r.out);
+  const int T = c["num_prompt_tokens"];
+  ASSERT_EQ(out["prompt_top_logprobs"].size(), size_t(T));
+  const auto* gid = reinterpret_cast<const int64_t*>(tensor(name + ".top8_ids").data);
+  int same = 0;
+  for (int i = 0; i < T; ++i) same += out["prompt_top_logprobs"][i][0]["token_id"].get<int64_t>() == gid[i * 8];
+  std::printf("fp8 KV: top-1 agreement with the reference over %d prompt positions: %d\n", T, same);
+  EXPECT_GE(double(same) / T, 0.85);
+  EXPECT_EQ(out["completion_tokens"].get<int>(), 24);
+}
+
 TEST_F(RunGolden, TokenizeCommand) {
   auto r = sh(std::string(OST_BIN) + " tokenize --model " + model() + " --text " + q("Hello world"));
   ASSERT_EQ(r.code, 0) << r.out;
@@ -204,6 +224,7 @@ TEST_F(RunGolden, BadInputsGiveAClearMessageAndNonZeroExit) {
       {" run --model " + model() + " --prompt hi --bogus", "unknown option --bogus"},
       {" run --model " + model(), "--prompt"},
       {" run --model " + model() + " --prompt hi --device tpu", "tpu"},
+      {" run --model " + model() + " --prompt hi --kv-cache-dtype int8", "KV cache dtype"},
       {" frobnicate", "unknown command"},
   };
   for (auto& c : cases) {

@@ -21,6 +21,7 @@
 
 #include "backend/cuda/attention.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kv_fp8.cuh"
 #include "backend/cuda/pdl.h"
 #include "backend/cuda/vision_attention.h"
 
@@ -77,7 +78,10 @@ constexpr size_t flash_smem_bytes() {
   return size_t(WARPS * 16 + 4 * kBN) * LD * 2;
 }
 
-template <int HD, int WARPS, bool PAGED>
+// F8 (paged only): the cache holds e4m3 codes + scales; load_kv dequantizes them to bf16 with
+// plain loads and shared stores instead of cp.async (the wait for tile kt+1's loads is not
+// overlapped with tile kt's math as cp.async overlaps it).
+template <int HD, int WARPS, bool PAGED, bool F8 = false>
 __global__ void __launch_bounds__(WARPS * 32) flash_attention_kernel(FlashAttentionParams p) {
   pdl_trigger();
   pdl_wait();
@@ -133,21 +137,51 @@ __global__ void __launch_bounds__(WARPS * 32) flash_attention_kernel(FlashAttent
   }
   auto load_kv = [&](int kt, int buf) {
     const int64_t kb = k_begin + int64_t(kt) * kBN;
-    for (int c = tid; c < kBN * CH; c += NT) {
-      const int r = c / CH, cc = c % CH;
-      const int64_t j = kb + r;
-      const bool ok = j < k_end;
-      int64_t off = 0;
-      if (ok) {
-        if (PAGED) {
+    if constexpr (F8) {
+      // Every chunk's codes and scales are loaded first (all loads in flight), then each chunk
+      // is dequantized to bf16 and stored; keys past the end are zeros.
+      constexpr int NC = (kBN * CH + NT - 1) / NT;  // chunks per thread
+      uint2 kq[NC], vq[NC];
+      float ks[NC], vs[NC];
+#pragma unroll
+      for (int it = 0; it < NC; ++it) {
+        const int c = tid + it * NT, r = c / CH, cc = c % CH;
+        const int64_t j = kb + r;
+        kq[it] = vq[it] = make_uint2(0, 0);
+        ks[it] = vs[it] = 0.0f;
+        if (c < kBN * CH && j < k_end) {
           const int64_t slot = int64_t(p.block_table[j / p.block_size]) * p.block_size + j % p.block_size;
-          off = (slot * p.n_kv + g) * HD + cc * 8;
-        } else {
-          off = j * p.kv_stride + int64_t(g) * HD + cc * 8;
+          const int64_t vec = slot * p.n_kv + g, off = vec * HD + cc * 8;
+          kq[it] = __ldg(reinterpret_cast<const uint2*>(p.k8 + off));
+          vq[it] = __ldg(reinterpret_cast<const uint2*>(p.v8 + off));
+          ks[it] = __ldg(p.k_scale + vec);
+          vs[it] = __ldg(p.v_scale + vec);
         }
       }
-      cp_async16(sK + (buf * kBN + r) * LD + cc * 8, p.k + off, ok);
-      cp_async16(sV + (buf * kBN + r) * LD + cc * 8, p.v + off, ok);
+#pragma unroll
+      for (int it = 0; it < NC; ++it) {
+        const int c = tid + it * NT, r = c / CH, cc = c % CH;
+        if (c >= kBN * CH) continue;
+        *reinterpret_cast<uint4*>(sK + (buf * kBN + r) * LD + cc * 8) = e4m3x8_to_bf16x8(kq[it], ks[it]);
+        *reinterpret_cast<uint4*>(sV + (buf * kBN + r) * LD + cc * 8) = e4m3x8_to_bf16x8(vq[it], vs[it]);
+      }
+    } else {
+      for (int c = tid; c < kBN * CH; c += NT) {
+        const int r = c / CH, cc = c % CH;
+        const int64_t j = kb + r;
+        const bool ok = j < k_end;
+        int64_t off = 0;
+        if (ok) {
+          if (PAGED) {
+            const int64_t slot = int64_t(p.block_table[j / p.block_size]) * p.block_size + j % p.block_size;
+            off = (slot * p.n_kv + g) * HD + cc * 8;
+          } else {
+            off = j * p.kv_stride + int64_t(g) * HD + cc * 8;
+          }
+        }
+        cp_async16(sK + (buf * kBN + r) * LD + cc * 8, p.k + off, ok);
+        cp_async16(sV + (buf * kBN + r) * LD + cc * 8, p.v + off, ok);
+      }
     }
   };
   const int n_kt = int((k_end - k_begin + kBN - 1) / kBN);
@@ -273,16 +307,16 @@ __global__ void __launch_bounds__(WARPS * 32) flash_attention_kernel(FlashAttent
   }
 }
 
-template <int HD, int WARPS, bool PAGED>
+template <int HD, int WARPS, bool PAGED, bool F8 = false>
 Status run_flash(const FlashAttentionParams& p, unsigned tiles, cudaStream_t s) {
   constexpr size_t smem = flash_smem_bytes<HD, WARPS>();
   static bool configured = false;  // one attribute call per instantiation
   if (!configured) {
-    OST_CUDA_RET(cudaFuncSetAttribute(flash_attention_kernel<HD, WARPS, PAGED>,
+    OST_CUDA_RET(cudaFuncSetAttribute(flash_attention_kernel<HD, WARPS, PAGED, F8>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     configured = true;
   }
-  OST_CUDA_RET(launch_pdl(flash_attention_kernel<HD, WARPS, PAGED>, dim3(tiles, unsigned(p.n_heads)),
+  OST_CUDA_RET(launch_pdl(flash_attention_kernel<HD, WARPS, PAGED, F8>, dim3(tiles, unsigned(p.n_heads)),
                           dim3(WARPS * 32), smem, s, p));
   OST_LAUNCH_RET();
   return Status::ok();
@@ -292,6 +326,7 @@ template <int HD>
 Status flash_dispatch(const FlashAttentionParams& p, cudaStream_t s) {
   if (p.block_table) {
     const unsigned tiles = unsigned((p.n + 63) / 64);
+    if (p.k8) return run_flash<HD, 4, true, true>(p, tiles, s);
     return run_flash<HD, 4, true>(p, tiles, s);
   }
   // Dense: 4 warps (64 query rows per block; 3 blocks per SM by registers at head size 72). The
@@ -380,7 +415,8 @@ __device__ __forceinline__ uint4 f32_to_bf8(const float* f) {
   return *reinterpret_cast<const uint4*>(&b);
 }
 
-template <int HD, int G>
+// F8: the cache holds e4m3 codes + scales (8 codes per lane per key, one 8-byte load each).
+template <int HD, int G, bool F8 = false>
 __global__ void __launch_bounds__(kDecodeWarps * 32) decode_attention_kernel(DecodeAttentionParams p) {
   pdl_trigger();
   pdl_wait();
@@ -400,8 +436,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) decode_attention_kernel(Dec
 
   float q[G][8];
   const float sl = p.scale * kLog2e;
-  const bf16* raw =
-      p.qkv ? p.qkv + i * int64_t(p.n_heads + 2 * p.n_kv) * HD : nullptr;  // this row's projection
+  const bf16* raw = !F8 && p.qkv ? p.qkv + i * int64_t(p.n_heads + 2 * p.n_kv) * HD
+                                  : nullptr;  // this row's projection (fused input, bf16 cache only)
   __shared__ float rope_c[HD / 2], rope_s[HD / 2];
   if (raw) {  // the row's rope angles, once per block: fp32 angle, cos/sin in fp64, rounded to bf16
     for (int j = threadIdx.x; j < HD / 2; j += kDecodeWarps * 32) {
@@ -451,6 +487,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) decode_attention_kernel(Dec
 
   for (int jb = begin; jb < end; jb += S * U) {  // uniform trip count: the shuffles need every lane
     uint4 kr[U], vr[U];
+    uint2 kq[U], vq[U];   // F8: codes
+    float ks[U], vs[U];   // F8: scales
     bool ok[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
@@ -462,18 +500,29 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) decode_attention_kernel(Dec
         vr[u] = v_last;
       } else if (ok[u]) {
         const int64_t slot = int64_t(table[j / p.block_size]) * p.block_size + j % p.block_size;
-        off = (slot * p.n_kv + g) * HD + d0;
-        kr[u] = __ldg(reinterpret_cast<const uint4*>(p.k + off));
-        vr[u] = __ldg(reinterpret_cast<const uint4*>(p.v + off));
+        const int64_t vec = slot * p.n_kv + g;
+        off = vec * HD + d0;
+        if constexpr (F8) {
+          kq[u] = __ldg(reinterpret_cast<const uint2*>(p.k8 + off));
+          vq[u] = __ldg(reinterpret_cast<const uint2*>(p.v8 + off));
+          ks[u] = __ldg(p.k_scale + vec);
+          vs[u] = __ldg(p.v_scale + vec);
+        } else {
+          kr[u] = __ldg(reinterpret_cast<const uint4*>(p.k + off));
+          vr[u] = __ldg(reinterpret_cast<const uint4*>(p.v + off));
+        }
       } else {
         kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
+        kq[u] = vq[u] = make_uint2(0, 0);
+        ks[u] = vs[u] = 0.0f;
       }
     }
     float sc[U][G];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       float kf[8];
-      bf8_to_f32(kr[u], kf);
+      if constexpr (F8) e4m3x8_to_f32(kq[u], kf);
+      else bf8_to_f32(kr[u], kf);
 #pragma unroll
       for (int hh = 0; hh < G; ++hh) {
         float d = 0.0f;
@@ -481,6 +530,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) decode_attention_kernel(Dec
         for (int e = 0; e < 8; ++e) d += q[hh][e] * kf[e];
 #pragma unroll
         for (int o = LPK / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+        if constexpr (F8) d *= ks[u];
         sc[u][hh] = ok[u] ? d : -INFINITY;
       }
     }
@@ -501,9 +551,15 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) decode_attention_kernel(Dec
         const float pj = exp2f(sc[u][hh] - m_new);  // 0 for keys past the end
         l[hh] += pj;
         float vf[8];
-        bf8_to_f32(vr[u], vf);
+        float pv = pj;
+        if constexpr (F8) {
+          e4m3x8_to_f32(vq[u], vf);
+          pv = pj * vs[u];
+        } else {
+          bf8_to_f32(vr[u], vf);
+        }
 #pragma unroll
-        for (int e = 0; e < 8; ++e) acc[hh][e] += pj * vf[e];
+        for (int e = 0; e < 8; ++e) acc[hh][e] += pv * vf[e];
       }
     }
   }
@@ -575,9 +631,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) decode_attention_kernel(Dec
 
 template <int HD, int G>
 Status run_decode(const DecodeAttentionParams& p, cudaStream_t s) {
-  OST_CUDA_RET(launch_pdl(decode_attention_kernel<HD, G>,
-                          dim3(unsigned(p.n), unsigned(p.n_kv), unsigned(p.splits)), dim3(kDecodeWarps * 32),
-                          0, s, p));
+  const dim3 grid(unsigned(p.n), unsigned(p.n_kv), unsigned(p.splits));
+  if (p.k8) OST_CUDA_RET(launch_pdl(decode_attention_kernel<HD, G, true>, grid, dim3(kDecodeWarps * 32), 0, s, p));
+  else OST_CUDA_RET(launch_pdl(decode_attention_kernel<HD, G>, grid, dim3(kDecodeWarps * 32), 0, s, p));
   OST_LAUNCH_RET();
   return Status::ok();
 }
@@ -620,6 +676,8 @@ Status launch_flash_attention(const FlashAttentionParams& p, cudaStream_t s) {
     return make_error("flash attention: %d heads over %d kv heads", p.n_heads, p.n_kv);
   if (!p.block_table && (!p.cu_seqlens || !p.cu_seqlens_host))
     return make_error("flash attention: no key addressing given");
+  if (p.k8 && (!p.block_table || !p.v8 || !p.k_scale || !p.v_scale))
+    return make_error("flash attention: an fp8 cache needs the paged layout, its v codes and scales");
   if (p.block_table && p.n == 0) return Status::ok();
   static const bool fa2_dense = [] {  // OST_VISION_ATTN=fa2: the 16-row kernel below (A/B runs)
     const char* e = std::getenv("OST_VISION_ATTN");
@@ -671,6 +729,8 @@ Status launch_decode_attention(const DecodeAttentionParams& p, cudaStream_t s) {
   if (p.qkv &&
       (!p.q_norm || !p.k_norm || !p.pos || !p.inv_freq || !p.axis || !p.slot || !p.k_store || !p.v_store))
     return make_error("decode attention: fused input without its norms, rope tables or cache slots");
+  if (p.k8 && (p.qkv || !p.v8 || !p.k_scale || !p.v_scale))
+    return make_error("decode attention: an fp8 cache needs its v codes and scales (and no fused input)");
   if (p.n == 0) return Status::ok();
   switch (p.head_dim) {
     case 32:

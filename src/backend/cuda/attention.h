@@ -45,6 +45,12 @@ struct FlashAttentionParams {
   int block_size = 16;
   int64_t n = 0, past = 0;
   float scale = 1.0f;
+  // paged fp8 cache (k8 set; k and v unused): e4m3 codes u8 [slots, n_kv, head_dim] and f32
+  // scales [slots, n_kv]; each key and value is read as bf16(code · scale) before the mma.
+  const uint8_t* k8 = nullptr;
+  const uint8_t* v8 = nullptr;
+  const float* k_scale = nullptr;
+  const float* v_scale = nullptr;
 };
 bool flash_attention_supports(int head_dim);
 Status launch_flash_attention(const FlashAttentionParams& p, cudaStream_t s);
@@ -72,6 +78,12 @@ struct DecodeAttentionParams {
   float* partial = nullptr;
   int* counters = nullptr;
   int splits = 1;
+  // fp8 cache (k8 set; k and v unused), as FlashAttentionParams: q·k = (q·code)·k_scale and
+  // each value adds p·v_scale·code, in fp32. Not with the fused input below.
+  const uint8_t* k8 = nullptr;
+  const uint8_t* v8 = nullptr;
+  const float* k_scale = nullptr;
+  const float* v_scale = nullptr;
   // Fused input (qkv != nullptr; q is then unused): q and the new token's k and v come raw from
   // the fused projection, as launch_qk_norm_rope takes them (qkv bf16 [n, (n_heads + 2·n_kv)·hd],
   // pos [3][pos_stride], inv_freq, axis, the q/k RMSNorm weights). Each block normalises and

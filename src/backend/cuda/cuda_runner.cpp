@@ -187,8 +187,15 @@ Status CudaRunner::forward(int64_t n, int64_t logits_from, const ImageRows* img,
     qp.axis = axis_;
     qp.slot = field(in, kSlot);
     qp.q_out = q_;
-    qp.k_cache = kc_[size_t(l)];
-    qp.v_cache = vc_[size_t(l)];
+    if (kv_fp8_) {
+      qp.k_cache8 = kc8_[size_t(l)];
+      qp.v_cache8 = vc8_[size_t(l)];
+      qp.k_scale = ks_[size_t(l)];
+      qp.v_scale = vs_[size_t(l)];
+    } else {
+      qp.k_cache = kc_[size_t(l)];
+      qp.v_cache = vc_[size_t(l)];
+    }
     qp.n = n;
     qp.n_heads = c.num_heads;
     qp.n_kv = c.num_kv_heads;
@@ -201,8 +208,16 @@ Status CudaRunner::forward(int64_t n, int64_t logits_from, const ImageRows* img,
     // What every attention launch shape below is given alike.
     auto set_common = [&](auto& ap) {
       ap.q = q_;
-      ap.k = kc_[size_t(l)];
-      ap.v = vc_[size_t(l)];
+      if constexpr (requires { ap.k8; }) {  // the flash and split-K kernels read an fp8 cache
+        if (kv_fp8_) {
+          ap.k8 = kc8_[size_t(l)];
+          ap.v8 = vc8_[size_t(l)];
+          ap.k_scale = ks_[size_t(l)];
+          ap.v_scale = vs_[size_t(l)];
+        }
+      }
+      ap.k = kv_fp8_ ? nullptr : kc_[size_t(l)];
+      ap.v = kv_fp8_ ? nullptr : vc_[size_t(l)];
       ap.out = attn_;
       ap.n = n;
       ap.n_heads = c.num_heads;
@@ -270,6 +285,7 @@ Status CudaRunner::forward(int64_t n, int64_t logits_from, const ImageRows* img,
       ap.past = past;
       OST_TRY(launch_flash_attention(ap, s));
     } else {
+      if (kv_fp8_) return make_error("the generic attention kernel does not read an fp8 KV cache");
       AttentionParams ap;
       set_common(ap);
       ap.kv_stride = KV;

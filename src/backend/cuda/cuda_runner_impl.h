@@ -123,6 +123,7 @@ class CudaRunner final : public ModelRunner {
                                                        const std::vector<int32_t>& ids) override;
   Status set_excluded_tokens(const std::vector<int32_t>& ids) override;
   Status warm_up(int max_batch) override;
+  int64_t kv_bytes_per_token() const override { return int64_t(info_.kv_bytes_per_token); }
   Result<MixedStepOutput> mixed_step(const std::vector<PrefillChunk>& chunks, const std::vector<SequenceState*>& decode,
                                      const std::vector<int32_t>& decode_ids, bool greedy) override;
   Result<std::vector<int32_t>> decode_greedy(const std::vector<SequenceState*>& seqs,
@@ -263,6 +264,11 @@ class CudaRunner final : public ModelRunner {
 
   // Paged KV cache: per layer bf16 [num_blocks·kBlock, n_kv, hd] for K and for V.
   std::vector<bf16*> kc_, vc_;
+  // fp8 (--kv-cache-dtype fp8) instead: per layer e4m3 [num_blocks·kBlock, n_kv, hd] and f32
+  // scales [num_blocks·kBlock, n_kv], for K and for V.
+  bool kv_fp8_ = false;
+  std::vector<uint8_t*> kc8_, vc8_;
+  std::vector<float*> ks_, vs_;
   int64_t num_blocks_ = 0;
   int table_width_ = 0;
   std::vector<int32_t> free_blocks_;

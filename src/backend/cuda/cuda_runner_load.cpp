@@ -179,6 +179,17 @@ Status CudaRunner::load(const std::string& dir, const quant::QuantConfig& quant_
   // the qkv / gate_up GEMVs and adds the residual in o / down (no add_rms_norm in the layers):
   // slower on the H100 (every block recomputes the norm or SiLU of the whole input row; bf16
   // 6.10 vs 5.87 ms/step, INT8 5.26 vs 4.05 ms/step at batch 1, 2026-11-25).
+  // fp8 KV cache: only the flash (prefill) and split-K (decode) kernels read it, and the fused
+  // decode input (OST_FUSED_QK) writes a bf16 cache, so it stays off.
+  kv_fp8_ = quant_at_load.kv_cache == quant::KvDType::FP8;
+  if (kv_fp8_) {
+    const int group = c.num_heads / c.num_kv_heads;
+    if (!fast_attention_ || !flash_attention_supports(int(D)) || !decode_attention_supports(int(D), group))
+      return make_error("--kv-cache-dtype fp8 needs the flash and split-K attention kernels (head_dim %lld, "
+                        "group %d%s)",
+                        (long long)D, group, fast_attention_ ? "" : ", OST_ATTN=simt");
+    fused_qk_ = false;
+  }
   const char* fd = std::getenv("OST_FUSED_DECODE");
   fused_decode_ = fd && std::strcmp(fd, "1") == 0;
   const char* gd = std::getenv("OST_GLU_DECODE");
@@ -317,8 +328,10 @@ Status CudaRunner::load(const std::string& dir, const quant::QuantConfig& quant_
   OST_CUDA_RET(cudaMemset(attn_counters_, 0, size_t(kMaxSeqs) * c.num_kv_heads * 4));
   staged_owner_.assign(kMaxSeqs, 0);
 
-  // KV pool: half of what is free now, at most kMaxPoolTokens tokens.
-  info_.kv_bytes_per_token = size_t(2 * c.num_layers * KV) * 2;
+  // KV pool: half of what is free now, at most kMaxPoolTokens tokens. A (token, kv head) vector
+  // of K or V takes 2·hd bytes in bf16, hd + 4 in fp8 (codes + scale).
+  const int64_t vec_bytes = kv_fp8_ ? D + 4 : 2 * D;
+  info_.kv_bytes_per_token = size_t(2 * c.num_layers * c.num_kv_heads * vec_bytes);
   info_.kv_block_tokens = kBlock;
   size_t free_b = 0, total_b = 0;
   OST_CUDA_RET(cudaMemGetInfo(&free_b, &total_b));
@@ -330,6 +343,15 @@ Status CudaRunner::load(const std::string& dir, const quant::QuantConfig& quant_
   OST_TRY(pool.status());
   const int64_t layer_elems = num_blocks_ * kBlock * KV;
   for (int l = 0; l < c.num_layers; ++l) {
+    if (kv_fp8_) {  // per layer: K codes, V codes, K scales, V scales
+      const int64_t vectors = num_blocks_ * kBlock * c.num_kv_heads;
+      uint8_t* b = static_cast<uint8_t*>(*pool) + l * 2 * vectors * vec_bytes;
+      kc8_.push_back(b);
+      vc8_.push_back(b + layer_elems);
+      ks_.push_back(reinterpret_cast<float*>(b + 2 * layer_elems));
+      vs_.push_back(reinterpret_cast<float*>(b + 2 * layer_elems) + vectors);
+      continue;
+    }
     kc_.push_back(static_cast<bf16*>(*pool) + (2 * l) * layer_elems);
     vc_.push_back(static_cast<bf16*>(*pool) + (2 * l + 1) * layer_elems);
   }

@@ -12,6 +12,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/pdl.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/kv_fp8.cuh"
 
 namespace ost::cuda {
 namespace {
@@ -212,15 +213,35 @@ __global__ void qk_norm_rope_kernel(QkNormRopeParams p) {
   const int hh = int(wid % heads_all);
   const int hd = p.head_dim, half = hd / 2;
   const bf16* src = p.qkv + i * int64_t(heads_all) * hd + int64_t(hh) * hd;
+  const bool fp8 = p.k_cache8 != nullptr;
   if (hh >= p.n_heads + p.n_kv) {  // v: copied into the cache as is
-    bf16* dst = p.v_cache + (int64_t(p.slot[i]) * p.n_kv + (hh - p.n_heads - p.n_kv)) * hd;
+    const int64_t vec = int64_t(p.slot[i]) * p.n_kv + (hh - p.n_heads - p.n_kv);
+    if (fp8) {  // the warp quantizes the head: lane holds dims lane + 32·t
+      float x[2 * kMaxPairsPerLane];
+      float amax = 0.0f;
+#pragma unroll
+      for (int t = 0; t < 2 * kMaxPairsPerLane; ++t) {
+        const int d = lane + 32 * t;
+        x[t] = d < hd ? __bfloat162float(src[d]) : 0.0f;
+        amax = fmaxf(amax, fabsf(x[t]));
+      }
+      const float sc = kv_fp8_scale(warp_max_f32(amax)), inv = __frcp_rn(sc);
+      uint8_t* dst = p.v_cache8 + vec * hd;
+#pragma unroll
+      for (int t = 0; t < 2 * kMaxPairsPerLane; ++t)
+        if (lane + 32 * t < hd) dst[lane + 32 * t] = kv_fp8_code(x[t], inv);
+      if (lane == 0) p.v_scale[vec] = sc;
+      return;
+    }
+    bf16* dst = p.v_cache + vec * hd;
     for (int d = lane; d < hd; d += 32) dst[d] = src[d];
     return;
   }
   const bool is_q = hh < p.n_heads;
+  const bool k8 = fp8 && !is_q;  // a key into the fp8 cache: rounded to bf16, then quantized
+  const int64_t kvec = int64_t(p.slot[i]) * p.n_kv + (hh - p.n_heads);
   const bf16* w = is_q ? p.q_norm : p.k_norm;
-  bf16* dst = is_q ? p.q_out + (i * p.n_heads + hh) * hd
-                   : p.k_cache + (int64_t(p.slot[i]) * p.n_kv + (hh - p.n_heads)) * hd;
+  bf16* dst = is_q ? p.q_out + (i * p.n_heads + hh) * hd : k8 ? nullptr : p.k_cache + kvec * hd;
   float x0[kMaxPairsPerLane], x1[kMaxPairsPerLane];
   float ss = 0.0f;
 #pragma unroll
@@ -235,6 +256,7 @@ __global__ void qk_norm_rope_kernel(QkNormRopeParams p) {
   }
   ss = warp_sum(ss);
   const float r = 1.0f / sqrtf(ss / float(hd) + p.eps);
+  float amax = 0.0f;  // fp8 key: of the bf16-rounded results, kept in x0 / x1
 #pragma unroll
   for (int t = 0; t < kMaxPairsPerLane; ++t) {
     const int j = lane + 32 * t;
@@ -243,8 +265,28 @@ __global__ void qk_norm_rope_kernel(QkNormRopeParams p) {
     const float n1 = rb(rb(x1[t] * r) * __bfloat162float(w[j + half]));
     const float a = float(p.pos[int64_t(p.axis[j]) * (p.pos_stride ? p.pos_stride : p.n) + i]) * p.inv_freq[j];  // fp32 angle
     const float c = rb(float(cos(double(a)))), s = rb(float(sin(double(a))));
-    dst[j] = __float2bfloat16(rb(n0 * c) - rb(n1 * s));
-    dst[j + half] = __float2bfloat16(rb(n1 * c) + rb(n0 * s));
+    const bf16 y0 = __float2bfloat16(rb(n0 * c) - rb(n1 * s));
+    const bf16 y1 = __float2bfloat16(rb(n1 * c) + rb(n0 * s));
+    if (k8) {
+      x0[t] = __bfloat162float(y0);
+      x1[t] = __bfloat162float(y1);
+      amax = fmaxf(amax, fmaxf(fabsf(x0[t]), fabsf(x1[t])));
+    } else {
+      dst[j] = y0;
+      dst[j + half] = y1;
+    }
+  }
+  if (k8) {
+    const float sc = kv_fp8_scale(warp_max_f32(amax)), inv = __frcp_rn(sc);
+    uint8_t* d8 = p.k_cache8 + kvec * hd;
+#pragma unroll
+    for (int t = 0; t < kMaxPairsPerLane; ++t) {
+      const int j = lane + 32 * t;
+      if (j >= half) continue;
+      d8[j] = kv_fp8_code(x0[t], inv);
+      d8[j + half] = kv_fp8_code(x1[t], inv);
+    }
+    if (lane == 0) p.k_scale[kvec] = sc;
   }
 }
 
@@ -651,6 +693,8 @@ Status launch_add_layer_norm(const AddLayerNormParams& a, cudaStream_t s) {
 Status launch_qk_norm_rope(const QkNormRopeParams& p, cudaStream_t s) {
   if (p.head_dim % 2 != 0 || p.head_dim > 64 * kMaxPairsPerLane)
     return make_error("qk_norm_rope: head_dim %d is not supported", p.head_dim);
+  if (p.k_cache8 && (!p.v_cache8 || !p.k_scale || !p.v_scale))
+    return make_error("qk_norm_rope: fp8 cache without its v codes or scales");
   if (p.n == 0) return Status::ok();
   const int64_t warps = p.n * (p.n_heads + 2 * p.n_kv);
   OST_CUDA_RET(launch_pdl(qk_norm_rope_kernel, dim3(unsigned((warps * 32 + 127) / 128)), dim3(128), 0, s, p));

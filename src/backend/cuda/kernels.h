@@ -88,6 +88,9 @@ Status launch_add_layer_norm(const AddLayerNormParams& p, cudaStream_t s);
 //   qkv: bf16 [n, (n_heads + 2·n_kv) · hd], the fused projection (q | k | v, head-major)
 //   pos: int32 [3][n] (t, h, w) M-RoPE ids; inv_freq f32 [hd/2]; axis int32 [hd/2] (0, 1, 2)
 //   q_out: bf16 [n, n_heads, hd]; k_cache, v_cache: bf16 [slots, n_kv, hd]
+// With an fp8 cache (k_cache8 set; k_cache, v_cache unused) each k and v head is stored as
+// e4m3 codes u8 [slots, n_kv, hd] and an f32 scale [slots, n_kv], quantized from the bf16 values
+// the bf16 cache would hold exactly as quant::quantize_kv_fp8 does (kv_fp8.cuh).
 struct QkNormRopeParams {
   const bf16* qkv = nullptr;
   const bf16* q_norm = nullptr;
@@ -99,6 +102,10 @@ struct QkNormRopeParams {
   bf16* q_out = nullptr;
   bf16* k_cache = nullptr;
   bf16* v_cache = nullptr;
+  uint8_t* k_cache8 = nullptr;  // fp8 cache: codes and scales of k and v
+  uint8_t* v_cache8 = nullptr;
+  float* k_scale = nullptr;
+  float* v_scale = nullptr;
   int64_t n = 0;
   int64_t pos_stride = 0;  // between the t, h, w rows of pos; 0 means n
   int n_heads = 0, n_kv = 0, head_dim = 0;
