@@ -1,4 +1,4 @@
-// bf16 <-> f32 conversions (round to nearest even, as torch and the fixtures do).
+// bf16 <-> f32 and f16 <-> f32 conversions (round to nearest even, as torch and the fixtures do).
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -48,5 +48,30 @@ inline float f16_to_f32(uint16_t h) {
   std::memcpy(&f, &u, 4);
   return f;
 }
+
+// f32 -> IEEE half, round to nearest even; overflow gives ±inf, tiny values subnormals or ±0.
+inline uint16_t f32_to_f16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const uint16_t sign = uint16_t((u >> 16) & 0x8000u);
+  const uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return uint16_t(sign | 0x7e00u);  // quiet NaN
+  if (a >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds past 65504: inf
+  if (a < 0x38800000u) {                                  // below 2^-14: subnormal steps of 2^-24
+    if (a < 0x33000000u) return sign;                     // under half the smallest subnormal
+    const uint32_t man = (a & 0x7fffffu) | 0x800000u;
+    const int shift = 126 - int(a >> 23);                 // 14 .. 24 for exponents -15 .. -25
+    uint32_t h = man >> shift;
+    const uint32_t rem = man & ((1u << shift) - 1u), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (h & 1u))) ++h;
+    return uint16_t(sign | h);
+  }
+  uint32_t h = ((a >> 13) - ((127u - 15u) << 10));
+  const uint32_t rem = a & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // a carry into the exponent is right
+  return uint16_t(sign | h);
+}
+
+inline float round_f16(float f) { return f16_to_f32(f32_to_f16(f)); }
 
 }  // namespace ost

@@ -166,7 +166,7 @@ std::vector<QuantCompanion> quant_companions(const WeightSpec& w, const quant::Q
                {quant::scale_rows(q.format, rows, g), quant::scale_cols(q.format, cols, g)},
                {DType::F32, DType::BF16}}};
     case quant::Format::INT4:
-      return {{w.name + "_scale", {rows, cols / g}, {DType::F32, DType::BF16}},
+      return {{w.name + "_scale", {rows, cols / g}, {DType::F16, DType::F32, DType::BF16}},  // F32, BF16: older files
               {w.name + "_zero", {rows, cols / g}, {DType::U8}}};
     default:
       return {};

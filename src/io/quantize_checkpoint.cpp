@@ -120,7 +120,7 @@ Result<QuantizeSummary> quantize_checkpoint(const QuantizeOptions& opt) {
   } else {
     qc = {{"quant_method", "ostrakon"}, {"weight_format", quant::format_name(q.format)}};
     if (q.format == quant::Format::INT4) qc["group_size"] = q.group_size;
-    qc["scale_dtype"] = "float32";
+    qc["scale_dtype"] = q.format == quant::Format::INT4 ? "float16" : "float32";
   }
   qc["modules_to_not_convert"] = not_converted;
   cj["quantization_config"] = qc;
@@ -187,7 +187,14 @@ Result<QuantizeSummary> quantize_checkpoint(const QuantizeOptions& opt) {
         std::memcpy(out, qm.data.data() + first, size_t(count));
         break;
       case Role::Scale:
-        std::memcpy(out, qm.scale.data() + first, size_t(count) * 4);
+        if (s.dtype == DType::F16) {  // INT4: the scales already hold f16 values
+          for (int64_t i = 0; i < count; ++i) {
+            const uint16_t h = f32_to_f16(qm.scale[size_t(first + i)]);
+            std::memcpy(out + 2 * i, &h, 2);
+          }
+        } else {
+          std::memcpy(out, qm.scale.data() + first, size_t(count) * 4);
+        }
         break;
       case Role::Zero:
         std::memcpy(out, qm.zero.data() + first, size_t(count));

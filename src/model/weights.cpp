@@ -97,18 +97,21 @@ class Reader {
   }
 
  private:
-  // f32 copy of a scale tensor (f32 or bf16 in the file; the mapping may be unaligned).
-  const float* owned_scale(const TensorInfo& t) const {
+  // f32 copy of a scale tensor (f32, bf16 or f16 in the file; the mapping may be unaligned).
+  // INT4 scales are f16 values (format.h): those of older f32 / bf16 files are rounded to f16.
+  const float* owned_scale(const TensorInfo& t, bool f16_values) const {
     std::vector<float>& v = owner_.owned_f32.emplace_back(size_t(t.numel()));
     if (t.dtype == DType::F32) {
       std::memcpy(v.data(), t.data, v.size() * 4);
     } else {
       for (size_t i = 0; i < v.size(); ++i) {
-        bf16_t b;
+        uint16_t b;
         std::memcpy(&b, t.data + 2 * i, 2);
-        v[i] = bf16_to_f32(b);
+        v[i] = t.dtype == DType::F16 ? f16_to_f32(b) : bf16_to_f32(b);
       }
     }
+    if (f16_values && t.dtype != DType::F16)
+      for (float& x : v) x = quant::int4_scale(x);
     return v.data();
   }
 
@@ -117,7 +120,8 @@ class Reader {
                  q.format == quant::Format::INT4 ? t.shape[1] * 2 : t.shape[1]};
     w.group = q.format == quant::Format::INT8 ? 0 : q.group_size;
     const std::string base = t.name;
-    w.scale = owned_scale(c_.get(base + (q.format == quant::Format::FP8 ? "_scale_inv" : "_scale")));
+    w.scale = owned_scale(c_.get(base + (q.format == quant::Format::FP8 ? "_scale_inv" : "_scale")),
+                          q.format == quant::Format::INT4);
     if (q.format == quant::Format::INT4) w.zero = c_.get(base + "_zero").data;
     return w;
   }

@@ -17,9 +17,15 @@
 //        GEMV reads each output row contiguously)
 //     <name>.weight        U8  [rows, cols/2]   byte j of row r holds inputs 2j (low nibble)
 //                                                and 2j+1 (high nibble), values 0..15
-//     <name>.weight_scale  F32 [rows, cols/G]   w ≈ (q - z) · s
+//     <name>.weight_scale  F16 [rows, cols/G]   w ≈ (q - z) · s  (IEEE half, AWQ's dtype)
 //     <name>.weight_zero   U8  [rows, cols/G]   z in 0..15
-//     The group range always includes 0 (min <= 0 <= max), so a zero weight is exact.
+//     The group range always includes 0 (min <= 0 <= max), so a zero weight is exact. The
+//     quantizer rounds s = (max - min) / 15 to f16 first (quant::int4_scale: nearest, within
+//     [2^-24, 65504]) and derives z and q from the rounded value, so (q - z) · s in f32 is exact
+//     and every backend computes the same weights. Checkpoints written before the f16 scales
+//     (F32 or BF16 weight_scale) still load: their scales go through the same rounding. In
+//     memory the CPU keeps f32 copies of the f16 values (QView::scale); the GPU keeps f16.
+//     Per group: G/2 bytes of nibbles + 2 (scale) + 1 (zero), 67 bytes for G = 128.
 //
 // config.json carries the format: {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size":
 // [128, 128]} for FP8, {"quant_method": "ostrakon", "weight_format": "int8" | "int4",
@@ -64,7 +70,7 @@ struct QuantConfig {
 struct QView {
   Format format = Format::None;
   const void* data = nullptr;      // INT8 int8 [rows, cols]; FP8 e4m3 [rows, cols]; INT4 u8 [rows, cols/2]
-  const float* scale = nullptr;    // see the table above
+  const float* scale = nullptr;    // see the table above (INT4: f32 copies of the f16 scales)
   const uint8_t* zero = nullptr;   // INT4 only
   int64_t rows = 0, cols = 0;
   int group = 0;                   // INT4 group size / FP8 block side

@@ -5,7 +5,14 @@
 #include <cstring>
 #include <regex>
 
+#include "core/bf16.h"
+
 namespace ost::quant {
+
+float int4_scale(float s) {
+  // 2^-24 (the smallest f16 subnormal) .. 65504 (the largest finite f16)
+  return round_f16(std::clamp(s, 5.9604644775390625e-8f, 65504.0f));
+}
 
 float fp8_e4m3_to_f32(uint8_t b) {
   const float sign = (b & 0x80) ? -1.0f : 1.0f;
@@ -69,6 +76,7 @@ void quantize_int4_row(const float* w, int64_t cols, int group, uint8_t* q, floa
     }
     float s = (mx - mn) / 15.0f;
     if (!(s > 0.0f)) s = 1.0f;  // an all-zero group
+    s = int4_scale(s);          // the stored f16 value; z and q follow from it
     const float z = std::clamp(std::nearbyint(-mn / s), 0.0f, 15.0f);
     scale[gi] = s;
     zero[gi] = uint8_t(z);

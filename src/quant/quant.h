@@ -12,13 +12,17 @@ namespace ost::quant {
 float fp8_e4m3_to_f32(uint8_t b);
 uint8_t f32_to_fp8_e4m3(float x);  // round to nearest even, saturating at ±448
 
+// An INT4 group scale as stored: s rounded to the nearest f16, kept within f16's positive finite
+// range [2^-24, 65504] (format.h). Scales of older checkpoints (f32) go through it at load.
+float int4_scale(float s);
+
 // A quantized matrix that owns its buffers.
 struct QuantizedMatrix {
   Format format = Format::None;
   int64_t rows = 0, cols = 0;
   int group = 0;
   std::vector<uint8_t> data;   // weight_bytes(format, rows, cols)
-  std::vector<float> scale;    // scale_rows × scale_cols
+  std::vector<float> scale;    // scale_rows × scale_cols (INT4: the f16 values, see format.h)
   std::vector<uint8_t> zero;   // INT4: rows × cols/group
   QView view() const { return {format, data.data(), scale.data(), zero.empty() ? nullptr : zero.data(), rows, cols, group}; }
 };

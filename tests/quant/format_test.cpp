@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/ops.h"
+#include "core/bf16.h"
 #include "quant/quant.h"
 
 namespace ost {
@@ -92,8 +93,8 @@ TEST(Quantize, Int4LayoutAndError) {
   auto m1 = quant::quantize(quant::Format::INT4, w1, 1, 8, 4);
   ASSERT_TRUE(m1.is_ok());
   ASSERT_EQ(m1->data.size(), 4u);
-  EXPECT_FLOAT_EQ(m1->scale[0], 3.0f / 15.0f);  // range [-1.5, 1.5]
-  EXPECT_EQ(m1->zero[0], 8);                    // round(1.5 / 0.2) = 7.5 -> 8 (to even)
+  EXPECT_EQ(m1->scale[0], round_f16(3.0f / 15.0f));  // range [-1.5, 1.5], the f16 nearest 0.2
+  EXPECT_EQ(m1->zero[0], 8);                         // round(1.5 / 0.19995) = round(7.502) = 8
   EXPECT_EQ(m1->zero[1], 0);                    // range [0, 3]
   EXPECT_EQ(m1->data[0] & 15, 8);               // w = 0 -> q = z
   EXPECT_EQ(m1->data[2], uint8_t(5 | (10 << 4))); // 1.0 / 0.2 = 5, 2.0 / 0.2 = 10
@@ -104,11 +105,58 @@ TEST(Quantize, Int4LayoutAndError) {
   auto d = dequant_all(*m);
   for (int64_t r = 0; r < R; ++r)
     for (int64_t c = 0; c < C; ++c)
+      // half a step, plus what rounding s down to f16 (2^-11 relative) takes off the range top
       EXPECT_LE(std::fabs(d[size_t(r * C + c)] - w[size_t(r * C + c)]),
-                0.5f * m->scale[size_t(r * 2 + c / 128)] * 1.0001f);
+                (0.5f + 15.0f / 2048.0f) * m->scale[size_t(r * 2 + c / 128)] * 1.0001f);
   EXPECT_FALSE(quant::quantize(quant::Format::INT4, w.data(), R, 200, 128).is_ok());
   auto st = quant::check_shape(quant::Format::INT4, "layers.0.mlp.down_proj.weight", 8, 200, 128);
   EXPECT_NE(st.message().find("not divisible"), std::string::npos) << st.message();
+}
+
+// INT4 scales are f16 values (format.h): every stored scale is its own f16 rounding, within
+// [2^-24, 65504] even for groups far outside the usual range, and q, z come from that value:
+// dequantizing with it reproduces each group's weights to half a step.
+TEST(Quantize, Int4ScalesAreF16Values) {
+  const int64_t C = 512;
+  std::vector<float> w(size_t(6 * C));
+  auto r = randn(size_t(C), 9, 1.0f);
+  const float mag[6] = {1.0f, 0.05f, 3e-6f, 1e-9f, 2e5f, 0.0f};  // incl. subnormal, clamped, zero
+  for (int i = 0; i < 6; ++i)
+    for (int64_t c = 0; c < C; ++c) w[size_t(i * C + c)] = mag[i] * r[size_t(c)];
+  for (int G : {32, 128}) {
+    auto m = quant::quantize(quant::Format::INT4, w.data(), 6, C, G);
+    ASSERT_TRUE(m.is_ok());
+    const int64_t ng = C / G;
+    for (int64_t i = 0; i < 6 * ng; ++i) {
+      const float s = m->scale[size_t(i)];
+      EXPECT_EQ(s, round_f16(s)) << i;
+      EXPECT_EQ(f16_to_f32(f32_to_f16(s)), s) << i;
+      EXPECT_GE(s, 5.9604644775390625e-8f) << i;
+      EXPECT_LE(s, 65504.0f) << i;
+    }
+    EXPECT_EQ(m->scale[size_t(5 * ng)], 1.0f);  // an all-zero group
+    auto d = dequant_all(*m);
+    // Ordinary and subnormal scales: half a step, plus the range top lost to rounding s to f16
+    // (15 times half an f16 step: 2^-11 relative, or 2^-25 absolute below 2^-14).
+    for (int row : {0, 1, 2}) {
+      for (int64_t c = 0; c < C; ++c) {
+        const float s = m->scale[size_t(row * ng + c / G)];
+        const float cut = 15.0f * std::max(s / 2048.0f, 2.98023224e-8f);
+        EXPECT_LE(std::fabs(d[size_t(row * C + c)] - w[size_t(row * C + c)]), (0.5f * s + cut) * 1.0001f)
+            << row << "," << c;
+      }
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      EXPECT_LE(std::fabs(d[size_t(3 * C + c)] - w[size_t(3 * C + c)]), 1e-8f);  // below f16: near zero
+      EXPECT_EQ(d[size_t(5 * C + c)], 0.0f);
+    }
+    // the CPU reference multiplies by exactly the f16 value: (q - z) · s in f32 is exact
+    for (int64_t c = 0; c < C; ++c) {
+      const uint8_t b = m->data[size_t((C + c) / 2)];
+      const int q = (c & 1) ? (b >> 4) : (b & 15);
+      EXPECT_EQ(d[size_t(C + c)], float(q - int(m->zero[size_t(ng + c / G)])) * m->scale[size_t(ng + c / G)]);
+    }
+  }
 }
 
 TEST(Quantize, UnknownFormatIsAnError) {

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/temp_dir.h"
+#include "core/bf16.h"
 #include "core/file_util.h"
 #include "io/checkpoint.h"
 #include "io/quantize_checkpoint.h"
@@ -87,6 +88,8 @@ TEST(QuantModel, WrittenConfigAndTensors) {
   ASSERT_NE(q, nullptr);
   EXPECT_EQ(q->dtype, DType::U8);
   EXPECT_NE(ck->find("model.language_model.layers.0.mlp.down_proj.weight_zero"), nullptr);
+  EXPECT_EQ(ck->get("model.language_model.layers.0.mlp.down_proj.weight_scale").dtype, DType::F16);
+  EXPECT_EQ(cfg->model.quant.group_size, 32);
   // The vision tower and lm_head stay bf16 by default.
   EXPECT_EQ(ck->get("model.visual.blocks.0.attn.qkv.weight").dtype, DType::BF16);
   if (const auto* h = ck->find("lm_head.weight")) EXPECT_EQ(h->dtype, DType::BF16);
@@ -337,6 +340,63 @@ TEST(QuantModel, QwenPublishedFp8LayoutLoads) {
               acc->total.top1());
   EXPECT_LT(acc->total.rel_l2(), 0.15);
   EXPECT_GT(acc->total.top1(), 0.75);
+}
+
+// INT4 checkpoints written before the f16 scales (F32 weight_scale): each f16 scale tensor of
+// ours rewritten as F32, once as the exact f16 values and once nudged by 2^-14 relative (under
+// half an f16 step, as the older quantizer's unrounded scales are off the f16 grid). Both load,
+// the scales are rounded to f16 at load, and the model is exactly ours.
+void write_f32_scale_int4(const std::string& src, const std::string& dst, float nudge) {
+  std::filesystem::create_directories(dst);
+  for (auto& e : std::filesystem::directory_iterator(src))
+    if (e.path().filename() != "model.safetensors" && e.path().filename() != "config.json")
+      std::filesystem::copy(e.path(), std::filesystem::path(dst) / e.path().filename());
+  std::vector<std::pair<std::string, RawTensor>> out;
+  int converted = 0;
+  for (auto& [name, t] : read_raw_safetensors(src + "/model.safetensors")) {
+    if (!name.ends_with(".weight_scale")) {
+      out.emplace_back(name, t);
+      continue;
+    }
+    ASSERT_EQ(t.dtype, "F16") << name;
+    RawTensor f{"F32", t.shape, std::vector<uint8_t>(t.bytes.size() * 2)};
+    for (size_t i = 0; i < t.bytes.size() / 2; ++i) {
+      uint16_t h;
+      std::memcpy(&h, t.bytes.data() + 2 * i, 2);
+      const float v = f16_to_f32(h) * nudge;
+      std::memcpy(f.bytes.data() + 4 * i, &v, 4);
+    }
+    out.emplace_back(name, std::move(f));
+    ++converted;
+  }
+  EXPECT_EQ(converted, 28);
+  write_raw_safetensors(dst + "/model.safetensors", out);
+  std::ifstream cf(src + "/config.json");
+  nlohmann::json cfg = nlohmann::json::parse(cf);
+  cfg["quantization_config"]["scale_dtype"] = "float32";
+  std::ofstream(dst + "/config.json") << cfg.dump(2);
+}
+
+TEST(QuantModel, Int4F32ScaleCheckpointLoads) {
+  Models& m = Models::get();
+  TempDir dir;
+  write_f32_scale_int4(m.path(quant::Format::INT4), dir / "exact", 1.0f);
+  write_f32_scale_int4(m.path(quant::Format::INT4), dir / "nudged", 1.0f + 1.0f / 16384.0f);
+  auto own = load_cpu_runner(m.path(quant::Format::INT4));
+  ASSERT_TRUE(own.is_ok()) << own.message();
+  auto cases = golden_cases();
+  for (const char* v : {"exact", "nudged"}) {
+    auto cfg = load_folder_configs(dir / v);
+    ASSERT_TRUE(cfg.is_ok()) << cfg.message();
+    auto ck = Checkpoint::open(dir / v, cfg->model);
+    ASSERT_TRUE(ck.is_ok()) << ck.message();
+    EXPECT_EQ(ck->get("model.language_model.layers.0.mlp.down_proj.weight_scale").dtype, DType::F32);
+    auto old = load_cpu_runner(dir / v);
+    ASSERT_TRUE(old.is_ok()) << old.message();
+    auto rep = compare_runners(**own, **old, {cases[1]}, 4);
+    ASSERT_TRUE(rep.is_ok()) << rep.message();
+    EXPECT_EQ(rep->total.sq_err, 0.0) << v;
+  }
 }
 
 // The accuracy report of every format on the fixture cases; prints the Markdown table.

@@ -47,8 +47,8 @@ Status CudaRunner::linear(const bf16* x, int64_t n, const bf16* w, const QLinear
   if (q.f8) return fp8_gemm_.run(x, n, q.f8, out, in, y, fp8_scratch_, s);
   if (q.q4) {
     if (n <= kW4GemvMaxRows)
-      return launch_w4a16_gemv({x, q.q4, q.scale, q.zero, nullptr, y, n, out, in, q.group}, s);
-    OST_TRY(launch_dequant_int4({q.q4, q.scale, q.zero, dequant_scratch_, out, in, q.group}, s));
+      return launch_w4a16_gemv({x, q.q4, q.scale4, q.zero, nullptr, y, n, out, in, q.group}, s);
+    OST_TRY(launch_dequant_int4({q.q4, q.scale4, q.zero, dequant_scratch_, out, in, q.group}, s));
     return gemm_.run(x, n, dequant_scratch_, out, in, nullptr, y, s);
   }
   if (!q.w) return gemm_.run(x, n, w, out, in, nullptr, y, s);
@@ -61,7 +61,7 @@ Status CudaRunner::fused_linear(const bf16* x, int64_t n, const bf16* w, const Q
                                 bf16* y, const GemvFusion& f, cudaStream_t s) {
   if (q.q4) {
     if (f.norm_w || f.silu || f.residual) return make_error("W4A16: only the GLU decode fusion");
-    W4A16Params p{x, q.q4, q.scale, q.zero, nullptr, y, n, out, in, q.group};
+    W4A16Params p{x, q.q4, q.scale4, q.zero, nullptr, y, n, out, in, q.group};
     p.glu = f.glu;
     return launch_w4a16_gemv(p, s);
   }

@@ -156,8 +156,10 @@ class CudaRunner final : public ModelRunner {
     int8_t* w = nullptr;
     float* scale = nullptr;
     Fp8Weight f8;  // FP8 W8A8 (fp8_gemm.h): set instead of w
-    // INT4 W4A16 (int4_gemm.h), set instead of w: u8 nibbles [out, in/2], scale and zero [out, in/group]
+    // INT4 W4A16 (int4_gemm.h), set instead of w: u8 nibbles [out, in/2], f16 scale4 and u8 zero
+    // [out, in/group]
     uint8_t* q4 = nullptr;
+    __half* scale4 = nullptr;
     uint8_t* zero = nullptr;
     int group = 0;
   };

@@ -93,23 +93,26 @@ Result<bool> CudaRunner::upload_int4(const std::vector<const ops::WeightView*>& 
   }
   const int64_t ng = cols / G;
   auto dw = alloc(size_t(rows * cols / 2));
-  auto ds = alloc(size_t(rows * ng) * 4);
+  auto ds = alloc(size_t(rows * ng) * 2);
   auto dz = alloc(size_t(rows * ng));
   OST_TRY(dw.status());
   OST_TRY(ds.status());
   OST_TRY(dz.status());
   out.q4 = static_cast<uint8_t*>(*dw);
-  out.scale = static_cast<float*>(*ds);
+  out.scale4 = static_cast<__half*>(*ds);
   out.zero = static_cast<uint8_t*>(*dz);
   out.group = G;
   int64_t r0 = 0;
+  std::vector<uint16_t> h;
   for (const ops::WeightView* w : parts) {
     OST_CUDA_RET(cudaMemcpy(out.q4 + r0 * cols / 2, w->data, size_t(w->rows * cols / 2), cudaMemcpyHostToDevice));
-    OST_CUDA_RET(cudaMemcpy(out.scale + r0 * ng, w->scale, size_t(w->rows * ng) * 4, cudaMemcpyHostToDevice));
+    h.resize(size_t(w->rows * ng));
+    for (size_t i = 0; i < h.size(); ++i) h[i] = f32_to_f16(w->scale[i]);  // exact: f16 values (format.h)
+    OST_CUDA_RET(cudaMemcpy(out.scale4 + r0 * ng, h.data(), h.size() * 2, cudaMemcpyHostToDevice));
     OST_CUDA_RET(cudaMemcpy(out.zero + r0 * ng, w->zero, size_t(w->rows * ng), cudaMemcpyHostToDevice));
     r0 += w->rows;
   }
-  weight_bytes_ += size_t(rows * cols / 2) + size_t(rows * ng) * 5;
+  weight_bytes_ += size_t(rows * cols / 2) + size_t(rows * ng) * 3;
   dequant_scratch_elems_ = std::max(dequant_scratch_elems_, size_t(rows * cols));  // allocated after the text weights
   has_int4_ = true;
   return true;

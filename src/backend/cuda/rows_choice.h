@@ -9,6 +9,8 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include "core/status.h"
 
@@ -22,9 +24,11 @@ class RowsChoice {
   using Key = std::tuple<int64_t, int64_t, int64_t, int>;  // n, out, in, variant
   // The choice made for `key` before; else, when timing is allowed (may_time and the stream not
   // capturing), each candidate launched once, then 5 times between events, and the fastest kept;
-  // `fallback` otherwise (not remembered).
+  // `fallback` otherwise (not remembered). `times`, when given, receives each timed candidate's
+  // mean milliseconds per launch.
   Result<int> pick(const Key& key, std::initializer_list<int> candidates, int fallback, bool may_time,
-                   cudaStream_t s, const std::function<Status(int)>& launch);
+                   cudaStream_t s, const std::function<Status(int)>& launch,
+                   std::vector<std::pair<int, float>>* times = nullptr);
 
  private:
   std::mutex mu_;
