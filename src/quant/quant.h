@@ -43,7 +43,9 @@ void quantize_act_fp8(const float* x, int64_t n, int64_t cols, int group, uint8_
 // x <- dequant(quantize_act_fp8(x)) in place: what an FP8 linear's input becomes.
 void fake_quant_act_fp8(float* x, int64_t n, int64_t cols, int group);
 
-// Whether the selection converts the linear weight `name`; `name` is a tensor name ending in ".weight" that the checkpoint table marks quantizable.
-Result<bool> selected(const std::string& name, const SelectOptions& opt);
+// Whether the selection converts the matrix `name`, a tensor name ending in ".weight" that the
+// checkpoint table marks quantizable. With tied_embeddings the embedding table is also the
+// lm_head and follows opt.lm_head (a bf16 lm_head keeps a bf16 table).
+Result<bool> selected(const std::string& name, const SelectOptions& opt, bool tied_embeddings = false);
 
 }  // namespace ost::quant
