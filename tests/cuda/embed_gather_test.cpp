@@ -133,9 +133,11 @@ void runners_agree(const std::string& dir, double bound) {
 }
 
 // Written checkpoints with the table quantized: untied (lm_head bf16), and tied with the lm_head
-// quantized (the gather reads the lm_head's codes). Bounds as the runner tests of each format:
-// INT8 / INT4 2e-2; FP8 0.2 (its per-token activation quantization turns the bf16-vs-fp32
-// activation differences into whole e4m3 steps; fp8_test.cpp).
+// quantized (the gather reads the lm_head's codes). Bounds: INT8 / INT4 2e-2 as their runner
+// tests; FP8 0.3, a gross-error check only: its per-token activation quantization turns the
+// bf16-vs-fp32 activation differences into whole e4m3 steps (0.08-0.12 measured with a bf16
+// lm_head, fp8_test.cpp; the tied case quantizes the lm_head's input too). The gather itself is
+// held to bit equality above.
 TEST(CudaEmbedGather, RunnersWithQuantizedTablesMatchCpu) {
   OST_REQUIRE_GPU();
   TempDir dir;
@@ -153,7 +155,7 @@ TEST(CudaEmbedGather, RunnersWithQuantizedTablesMatchCpu) {
   o.out_dir = dir / "tied";
   ASSERT_TRUE(write_test_model(o).is_ok());
   for (auto f : {quant::Format::INT8, quant::Format::INT4, quant::Format::FP8}) {
-    const double bound = f == quant::Format::FP8 ? 0.2 : 2e-2;
+    const double bound = f == quant::Format::FP8 ? 0.3 : 2e-2;
     for (bool tied : {false, true}) {
       QuantizeOptions q;
       q.in_dir = dir / (tied ? "tied" : "bf16");

@@ -2,7 +2,8 @@
 // format (exactly what quant::quantize gives for the bf16 table), the loader reads it back by
 // dtype, the lookup gives the dequantized rows rounded to bf16, the summary counts the table,
 // --no-quantize-embeddings keeps it bf16, a table tied to the lm_head follows the lm_head, and
-// load-time quantization gives the same model as the written checkpoint.
+// load-time quantization gives the same model as the written checkpoint, and a quantized table
+// is exactly the bf16 table of its rounded dequantized values.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -192,6 +193,62 @@ TEST(EmbedQuant, NoQuantizeEmbeddingsKeepsBf16AndSummaryCountsTheTable) {
     auto w = load_weights(out / "without", qcfg->model);
     ASSERT_TRUE(w.is_ok()) << w.message();
     EXPECT_EQ((*w)->text.embed.dtype, ops::WType::BF16);
+  }
+}
+
+// A quantized table is the bf16 table of its dequantized values: the model with the quantized
+// table and the same model with that bf16 table instead give the same logits, bit for bit.
+TEST(EmbedQuant, QuantizedTableEqualsBf16TableOfItsRoundedValues) {
+  Bf16Models& m = Bf16Models::get();
+  Golden& g = Golden::get();
+  EvalCase c;
+  c.name = "text_only_en";
+  c.ids = g.ids(c.name);
+  for (auto f : {quant::Format::INT8, quant::Format::FP8, quant::Format::INT4}) {
+    SCOPED_TRACE(quant::format_name(f));
+    TempDir out;
+    ASSERT_TRUE(quantize_to(m.plain, out / "q", f).is_ok());
+    std::filesystem::create_directories(out / "b");
+    for (auto& e : std::filesystem::directory_iterator(out / "q"))
+      if (e.path().filename() != "model.safetensors") std::filesystem::copy(e.path(), out / ("b/" + e.path().filename().string()));
+    auto cfg = load_folder_configs(out / "q");
+    ASSERT_TRUE(cfg.is_ok());
+    auto w = load_weights(out / "q", cfg->model);
+    ASSERT_TRUE(w.is_ok()) << w.message();
+    const ops::WeightView& e = (*w)->text.embed;
+    ASSERT_EQ(e.dtype, wtype(f));
+    std::vector<bf16_t> table(size_t(e.rows * e.cols));
+    std::vector<float> row(static_cast<size_t>(e.cols));
+    for (int64_t r = 0; r < e.rows; ++r) {
+      ops::weight_row_f32(e, r, row.data());
+      for (int64_t k = 0; k < e.cols; ++k) table[size_t(r * e.cols + k)] = f32_to_bf16(row[size_t(k)]);
+    }
+    auto src = SafetensorsFile::open(out / "q/model.safetensors");
+    ASSERT_TRUE(src.is_ok()) << src.message();
+    std::vector<TensorSpec> specs;
+    for (auto& t : src->tensors()) {
+      if (t.name == kEmbed) specs.push_back({t.name, DType::BF16, {e.rows, e.cols}});
+      else if (!t.name.starts_with(kEmbed)) specs.push_back({t.name, t.dtype, t.shape});  // drops its scales
+    }
+    ASSERT_TRUE(write_safetensors(out / "b/model.safetensors", specs,
+                                  [&](const TensorSpec& s, int64_t first, int64_t count, uint8_t* dst) {
+                                    if (s.name == kEmbed) {
+                                      std::memcpy(dst, table.data() + first, size_t(count) * 2);
+                                      return;
+                                    }
+                                    for (auto& t : src->tensors())
+                                      if (t.name == s.name)
+                                        std::memcpy(dst, t.data + size_t(first) * dtype_size(t.dtype),
+                                                    size_t(count) * dtype_size(t.dtype));
+                                  })
+                    .is_ok());
+    auto a = load_cpu_runner(out / "q");
+    auto b = load_cpu_runner(out / "b");
+    ASSERT_TRUE(a.is_ok()) << a.message();
+    ASSERT_TRUE(b.is_ok()) << b.message();
+    auto rep = compare_runners(**a, **b, {c}, 4);
+    ASSERT_TRUE(rep.is_ok()) << rep.message();
+    EXPECT_EQ(rep->total.sq_err, 0.0);
   }
 }
 
