@@ -2,6 +2,8 @@
 // same INT8 / FP8 / INT4 table: the dequantized values rounded to bf16), bit for bit; and the CUDA
 // runner on checkpoints whose embedding table is quantized (untied, and tied to a quantized
 // lm_head) against the CPU runner, with the table's device bytes counted.
+#include "backend/cuda/embed_gather.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -10,7 +12,6 @@
 #include <random>
 
 #include "backend/cuda/cuda_runner.h"
-#include "backend/cuda/embed_gather.h"
 #include "backend/ops.h"
 #include "common/temp_dir.h"
 #include "core/file_util.h"
@@ -26,7 +27,9 @@ namespace {
 using namespace ost::cuda;
 
 ops::WType wtype(quant::Format f) {
-  return f == quant::Format::INT8 ? ops::WType::INT8 : f == quant::Format::FP8 ? ops::WType::FP8 : ops::WType::INT4;
+  return f == quant::Format::INT8  ? ops::WType::INT8
+         : f == quant::Format::FP8 ? ops::WType::FP8
+                                   : ops::WType::INT4;
 }
 
 ops::WeightView host_view(const quant::QuantizedMatrix& m) {
@@ -45,11 +48,13 @@ struct GatherShape {
 // 8-wide paths (d % 8 == 0, groups multiples of 8) and the element-wise ones (d = 7, 100, 36;
 // groups 12, 10, 6), vocab sizes not multiples of the FP8 block.
 const GatherShape kShapes[] = {
-    {quant::Format::INT8, 1000, 4096, 0}, {quant::Format::INT8, 151, 64, 0},   {quant::Format::INT8, 37, 24, 0},
-    {quant::Format::INT8, 50, 7, 0},      {quant::Format::FP8, 1000, 4096, 128}, {quant::Format::FP8, 257, 64, 128},
-    {quant::Format::FP8, 200, 48, 16},    {quant::Format::FP8, 300, 100, 128}, {quant::Format::FP8, 130, 40, 12},
-    {quant::Format::INT4, 1000, 4096, 128}, {quant::Format::INT4, 513, 64, 32}, {quant::Format::INT4, 77, 48, 16},
-    {quant::Format::INT4, 100, 36, 6},    {quant::Format::INT4, 64, 40, 10},
+    {quant::Format::INT8, 1000, 4096, 0},  {quant::Format::INT8, 151, 64, 0},
+    {quant::Format::INT8, 37, 24, 0},      {quant::Format::INT8, 50, 7, 0},
+    {quant::Format::FP8, 1000, 4096, 128}, {quant::Format::FP8, 257, 64, 128},
+    {quant::Format::FP8, 200, 48, 16},     {quant::Format::FP8, 300, 100, 128},
+    {quant::Format::FP8, 130, 40, 12},     {quant::Format::INT4, 1000, 4096, 128},
+    {quant::Format::INT4, 513, 64, 32},    {quant::Format::INT4, 77, 48, 16},
+    {quant::Format::INT4, 100, 36, 6},     {quant::Format::INT4, 64, 40, 10},
 };
 
 TEST(CudaEmbedGather, MatchesCpuLookupBitForBit) {
@@ -60,13 +65,15 @@ TEST(CudaEmbedGather, MatchesCpuLookupBitForBit) {
     // Rows of different magnitudes, so the per-row / per-block scales differ.
     auto w = randn_bf16(size_t(sh.vocab * sh.d), 17, 0.05f);
     for (int64_t r = 0; r < sh.vocab; r += 3)
-      for (int64_t c = 0; c < sh.d; ++c) w[size_t(r * sh.d + c)] = round_bf16(w[size_t(r * sh.d + c)] * 20.0f);
+      for (int64_t c = 0; c < sh.d; ++c)
+        w[size_t(r * sh.d + c)] = round_bf16(w[size_t(r * sh.d + c)] * 20.0f);
     auto qm = quant::quantize(sh.f, w.data(), sh.vocab, sh.d, sh.group);
     ASSERT_TRUE(qm.is_ok()) << qm.message();
     auto dd = to_dev_raw(qm->data);
     auto ds = to_dev_raw(qm->scale);
     auto dz = to_dev_raw(qm->zero.empty() ? std::vector<uint8_t>(1) : qm->zero);
-    quant::QView t{sh.f, dd->p, ds->p, sh.f == quant::Format::INT4 ? dz->p : nullptr, sh.vocab, sh.d, qm->group};
+    quant::QView t{sh.f,     dd->p, ds->p,    sh.f == quant::Format::INT4 ? dz->p : nullptr,
+                   sh.vocab, sh.d,  qm->group};
     for (int64_t n : {1, 7, 300}) {
       std::vector<int32_t> ids = {0, int32_t(sh.vocab - 1)};
       std::mt19937 rng{uint32_t(n)};
@@ -165,8 +172,9 @@ TEST(CudaEmbedGather, RunnersWithQuantizedTablesMatchCpu) {
       q.quant.select.lm_head = tied;
       auto s = quantize_checkpoint(q);
       ASSERT_TRUE(s.is_ok()) << s.message();
-      ASSERT_NE(std::find(s->quantized.begin(), s->quantized.end(), "model.language_model.embed_tokens.weight"),
-                s->quantized.end());
+      ASSERT_NE(
+          std::find(s->quantized.begin(), s->quantized.end(), "model.language_model.embed_tokens.weight"),
+          s->quantized.end());
       runners_agree(q.out_dir, bound);
     }
   }
@@ -191,14 +199,18 @@ TEST(CudaEmbedGather, DeviceBytesOfTheTable) {
     auto without = load_cuda_runner(dir.path(), qc);
     ASSERT_TRUE(with.is_ok()) << with.message();
     ASSERT_TRUE(without.is_ok()) << without.message();
-    const int64_t V = (*with)->config().text.vocab_size, H = (*with)->config().text.hidden_size, g = qc.group_size;
-    const int64_t qbytes = quant::weight_bytes(f, V, H) + quant::scale_rows(f, V, int(g)) * quant::scale_cols(f, H, int(g)) * 4 +
+    const int64_t V = (*with)->config().text.vocab_size, H = (*with)->config().text.hidden_size,
+                  g = qc.group_size;
+    const int64_t qbytes = quant::weight_bytes(f, V, H) +
+                           quant::scale_rows(f, V, int(g)) * quant::scale_cols(f, H, int(g)) * 4 +
                            (f == quant::Format::INT4 ? V * quant::scale_cols(f, H, int(g)) : 0);
     const CudaRunnerInfo* a = cuda_runner_info(**with);
     const CudaRunnerInfo* b = cuda_runner_info(**without);
     ASSERT_TRUE(a && b);
-    EXPECT_EQ(int64_t(b->weight_bytes) - int64_t(a->weight_bytes), V * H * 2 - qbytes) << quant::format_name(f);
-    EXPECT_EQ(a->text_weight_bytes, b->text_weight_bytes) << quant::format_name(f);  // a lookup, not a per-step read
+    EXPECT_EQ(int64_t(b->weight_bytes) - int64_t(a->weight_bytes), V * H * 2 - qbytes)
+        << quant::format_name(f);
+    EXPECT_EQ(a->text_weight_bytes, b->text_weight_bytes)
+        << quant::format_name(f);  // a lookup, not a per-step read
   }
 }
 

@@ -94,7 +94,9 @@ std::vector<int32_t> lookup_ids(int64_t vocab) {
 }
 
 ops::WType wtype(quant::Format f) {
-  return f == quant::Format::INT8 ? ops::WType::INT8 : f == quant::Format::FP8 ? ops::WType::FP8 : ops::WType::INT4;
+  return f == quant::Format::INT8  ? ops::WType::INT8
+         : f == quant::Format::FP8 ? ops::WType::FP8
+                                   : ops::WType::INT4;
 }
 
 TEST(EmbedQuant, WrittenTableIsOwnQuantizationAndLookupDequantizes) {
@@ -189,7 +191,8 @@ TEST(EmbedQuant, NoQuantizeEmbeddingsKeepsBf16AndSummaryCountsTheTable) {
     EXPECT_EQ(ck->find(kEmbed + "_scale"), nullptr);
     auto cj = nlohmann::json::parse(*read_file(out / "without/config.json"));
     const auto& skip = cj["quantization_config"]["modules_to_not_convert"];
-    EXPECT_NE(std::find(skip.begin(), skip.end(), "model.language_model.embed_tokens"), skip.end()) << cj.dump();
+    EXPECT_NE(std::find(skip.begin(), skip.end(), "model.language_model.embed_tokens"), skip.end())
+        << cj.dump();
     auto w = load_weights(out / "without", qcfg->model);
     ASSERT_TRUE(w.is_ok()) << w.message();
     EXPECT_EQ((*w)->text.embed.dtype, ops::WType::BF16);
@@ -210,7 +213,8 @@ TEST(EmbedQuant, QuantizedTableEqualsBf16TableOfItsRoundedValues) {
     ASSERT_TRUE(quantize_to(m.plain, out / "q", f).is_ok());
     std::filesystem::create_directories(out / "b");
     for (auto& e : std::filesystem::directory_iterator(out / "q"))
-      if (e.path().filename() != "model.safetensors") std::filesystem::copy(e.path(), out / ("b/" + e.path().filename().string()));
+      if (e.path().filename() != "model.safetensors")
+        std::filesystem::copy(e.path(), out / ("b/" + e.path().filename().string()));
     auto cfg = load_folder_configs(out / "q");
     ASSERT_TRUE(cfg.is_ok());
     auto w = load_weights(out / "q", cfg->model);
@@ -227,8 +231,10 @@ TEST(EmbedQuant, QuantizedTableEqualsBf16TableOfItsRoundedValues) {
     ASSERT_TRUE(src.is_ok()) << src.message();
     std::vector<TensorSpec> specs;
     for (auto& t : src->tensors()) {
-      if (t.name == kEmbed) specs.push_back({t.name, DType::BF16, {e.rows, e.cols}});
-      else if (!t.name.starts_with(kEmbed)) specs.push_back({t.name, t.dtype, t.shape});  // drops its scales
+      if (t.name == kEmbed)
+        specs.push_back({t.name, DType::BF16, {e.rows, e.cols}});
+      else if (!t.name.starts_with(kEmbed))
+        specs.push_back({t.name, t.dtype, t.shape});  // drops its scales
     }
     ASSERT_TRUE(write_safetensors(out / "b/model.safetensors", specs,
                                   [&](const TensorSpec& s, int64_t first, int64_t count, uint8_t* dst) {
@@ -338,8 +344,8 @@ TEST(EmbedQuant, TiedTableFollowsTheLmHead) {
     ASSERT_TRUE(q.is_ok()) << q.message();
     auto rep = compare_runners(**ref, **q, {c}, 8);
     ASSERT_TRUE(rep.is_ok()) << rep.message();
-    std::printf("tied %s (table = lm_head quantized) vs bf16: rel L2 %.4f, top-1 %.3f\n", quant::format_name(f),
-                rep->total.rel_l2(), rep->total.top1());
+    std::printf("tied %s (table = lm_head quantized) vs bf16: rel L2 %.4f, top-1 %.3f\n",
+                quant::format_name(f), rep->total.rel_l2(), rep->total.top1());
     EXPECT_LT(rep->total.rel_l2(), f == quant::Format::INT4 ? 0.4 : f == quant::Format::FP8 ? 0.2 : 0.05);
     EXPECT_GT(rep->total.top1(), 0.5);
   }

@@ -30,7 +30,8 @@ __device__ __forceinline__ float fp8_to_f32(uint32_t code) {
 template <Format F>
 __device__ __forceinline__ float scale_of(const QView& t, int64_t r, int64_t c) {
   if constexpr (F == Format::INT8) return t.scale[r];
-  if constexpr (F == Format::FP8) return t.scale[(r / t.group) * ((t.cols + t.group - 1) / t.group) + c / t.group];
+  if constexpr (F == Format::FP8)
+    return t.scale[(r / t.group) * ((t.cols + t.group - 1) / t.group) + c / t.group];
   return int4_scale(t, r, c / t.group);
 }
 
@@ -38,8 +39,10 @@ __device__ __forceinline__ float scale_of(const QView& t, int64_t r, int64_t c) 
 template <Format F>
 __device__ __forceinline__ float dequant1(const QView& t, int64_t r, int64_t c) {
   const float s = scale_of<F>(t, r, c);
-  if constexpr (F == Format::INT8) return __fmul_rn(float(static_cast<const int8_t*>(t.data)[r * t.cols + c]), s);
-  if constexpr (F == Format::FP8) return __fmul_rn(fp8_to_f32(static_cast<const uint8_t*>(t.data)[r * t.cols + c]), s);
+  if constexpr (F == Format::INT8)
+    return __fmul_rn(float(static_cast<const int8_t*>(t.data)[r * t.cols + c]), s);
+  if constexpr (F == Format::FP8)
+    return __fmul_rn(fp8_to_f32(static_cast<const uint8_t*>(t.data)[r * t.cols + c]), s);
   const uint8_t b = static_cast<const uint8_t*>(t.data)[r * (t.cols / 2) + c / 2];
   const int v = (c & 1) ? (b >> 4) : (b & 15);
   return __fmul_rn(float(v - int(t.zero[r * (t.cols / t.group) + c / t.group])), s);
@@ -50,10 +53,12 @@ template <Format F>
 __device__ __forceinline__ void dequant8(const QView& t, int64_t r, int64_t c, float* f) {
   const float s = scale_of<F>(t, r, c);
   if constexpr (F == Format::INT4) {
-    const uint32_t w = *reinterpret_cast<const uint32_t*>(static_cast<const uint8_t*>(t.data) + r * (t.cols / 2) + c / 2);
+    const uint32_t w =
+        *reinterpret_cast<const uint32_t*>(static_cast<const uint8_t*>(t.data) + r * (t.cols / 2) + c / 2);
     const int z = t.zero[r * (t.cols / t.group) + c / t.group];
 #pragma unroll
-    for (int j = 0; j < 8; ++j) f[j] = __fmul_rn(float(int((w >> (4 * j)) & 15u) - z), s);  // low nibble first
+    for (int j = 0; j < 8; ++j)
+      f[j] = __fmul_rn(float(int((w >> (4 * j)) & 15u) - z), s);  // low nibble first
   } else {
     const uint2 q = *reinterpret_cast<const uint2*>(static_cast<const uint8_t*>(t.data) + r * t.cols + c);
     const uint32_t ws[2] = {q.x, q.y};
@@ -86,15 +91,18 @@ __global__ void embed_gather_kernel(EmbedGatherParams p) {
       *reinterpret_cast<uint4*>(dst + c) = o;
     }
   } else {
-    for (int64_t c = threadIdx.x; c < t.cols; c += blockDim.x) dst[c] = __float2bfloat16_rn(dequant1<F>(t, r, c));
+    for (int64_t c = threadIdx.x; c < t.cols; c += blockDim.x)
+      dst[c] = __float2bfloat16_rn(dequant1<F>(t, r, c));
   }
 }
 
 template <Format F>
 Status launch_format(const EmbedGatherParams& p, bool vec, cudaStream_t s) {
   const dim3 grid(unsigned(p.n)), block(kThreads);
-  if (vec) OST_CUDA_RET(launch_pdl(embed_gather_kernel<F, true>, grid, block, 0, s, p));
-  else OST_CUDA_RET(launch_pdl(embed_gather_kernel<F, false>, grid, block, 0, s, p));
+  if (vec)
+    OST_CUDA_RET(launch_pdl(embed_gather_kernel<F, true>, grid, block, 0, s, p));
+  else
+    OST_CUDA_RET(launch_pdl(embed_gather_kernel<F, false>, grid, block, 0, s, p));
   OST_LAUNCH_RET();
   return Status::ok();
 }
@@ -103,8 +111,7 @@ Status launch_format(const EmbedGatherParams& p, bool vec, cudaStream_t s) {
 
 Status launch_embed_gather(const EmbedGatherParams& p, cudaStream_t s) {
   const QView& t = p.table;
-  if (!t.data || !t.scale || t.cols <= 0 || t.rows <= 0)
-    return make_error("embed_gather: empty table");
+  if (!t.data || !t.scale || t.cols <= 0 || t.rows <= 0) return make_error("embed_gather: empty table");
   if (t.format != Format::INT8 && t.group <= 0)
     return make_error("embed_gather: %s table without a group size", quant::format_name(t.format));
   if (t.format == Format::INT4 && (t.cols % t.group != 0 || t.group % 2 != 0 || !t.zero))
