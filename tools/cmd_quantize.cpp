@@ -1,5 +1,6 @@
 // ostrakon quantize: a bf16 checkpoint -> int8 / fp8 / int4 weights, and an accuracy report of
 // the quantized model against the original (quant_report.h) on image + prompt inputs.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -18,11 +19,13 @@ namespace {
 const char* kUsage =
     "usage: ostrakon quantize --model IN --out OUT --format int8|fp8|int4 [--group-size 128]\n"
     "                         [--skip REGEX] [--quantize-lm-head] [--quantize-vision]\n"
-    "                         [--report FILE] [--report-only] [--image PATH]... [--prompt TEXT]...\n"
-    "                         [--continuation N] [--quiet]\n"
-    "Quantizes the text decoder's linear weights (q/k/v/o, gate/up/down); the vision tower,\n"
-    "embeddings, norms and lm_head stay as they are unless opted in. --skip keeps every tensor\n"
-    "whose name matches. int4 and fp8 use groups (blocks) of --group-size inputs.\n"
+    "                         [--no-quantize-embeddings] [--report FILE] [--report-only]\n"
+    "                         [--image PATH]... [--prompt TEXT]... [--continuation N] [--quiet]\n"
+    "Quantizes the text decoder's linear weights (q/k/v/o, gate/up/down) and the token embedding\n"
+    "table (in the same format, a row per token; --no-quantize-embeddings keeps it; tied to the\n"
+    "lm_head, the table follows --quantize-lm-head); the vision tower, norms and lm_head stay as\n"
+    "they are unless opted in. --skip keeps every tensor whose name matches. int4 and fp8 use\n"
+    "groups (blocks) of --group-size inputs.\n"
     "--report FILE compares the quantized model with the original on the CPU (logits rel L2, KL,\n"
     "top-1 agreement, per-layer error) and writes Markdown; --report-only quantizes in memory\n"
     "and writes no checkpoint. Inputs: each --prompt alone and with each --image (defaults: a\n"
@@ -76,7 +79,7 @@ Result<EvalCase> make_case(Engine& eng, const std::string& name, const std::vect
 int cmd_quantize(int argc, char** argv) {
   auto args = Args::parse(argc, argv,
                           {"model", "out", "format", "group-size", "skip", "report", "image", "prompt", "continuation"},
-                          {"quantize-lm-head", "quantize-vision", "report-only", "quiet", "help"});
+                          {"quantize-lm-head", "quantize-vision", "no-quantize-embeddings", "report-only", "quiet", "help"});
   if (!args) {
     std::fprintf(stderr, "%s", kUsage);
     return fail(args.message(), 2);
@@ -101,6 +104,7 @@ int cmd_quantize(int argc, char** argv) {
   qc.group_size = int(*group);
   qc.select.lm_head = args->has("quantize-lm-head");
   qc.select.vision = args->has("quantize-vision");
+  qc.select.embeddings = !args->has("no-quantize-embeddings");
   qc.select.skip = args->get("skip");
   if (auto sel = quant::selected("x", qc.select); !sel) return fail(sel.message(), 2);
   const bool quiet = args->has("quiet");
@@ -125,9 +129,13 @@ int cmd_quantize(int argc, char** argv) {
     if (!quiet && last_pct >= 0) std::fprintf(stderr, "\n");
     if (!sum) return fail(sum.message(), 1);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::fprintf(stderr, "quantize: %s: %zu linear weights to %s, %zu kept; %.2f GB -> %.2f GB in %.1f s\n",
-                 out.c_str(), sum->quantized.size(), quant::format_name(qc.format), sum->kept.size(),
-                 double(sum->bytes_in) / 1e9, double(sum->bytes_out) / 1e9, s);
+    const bool emb = std::find(sum->quantized.begin(), sum->quantized.end(),
+                               "model.language_model.embed_tokens.weight") != sum->quantized.end();
+    std::fprintf(stderr,
+                 "quantize: %s: %zu matrices to %s (token embeddings %s), %zu kept; weights %.2f GB -> %.2f GB "
+                 "in %.1f s\n",
+                 out.c_str(), sum->quantized.size(), quant::format_name(qc.format), emb ? "included" : "kept",
+                 sum->kept.size(), double(sum->bytes_in) / 1e9, double(sum->bytes_out) / 1e9, s);
   }
   if (!args->has("report") && !report_only) return 0;
 

@@ -19,7 +19,8 @@ const char* kUsage =
     "                    [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F]\n"
     "                    [--seed S] [--stop TEXT]... [--min-pixels N] [--max-pixels N]\n"
     "                    [--device cpu|cuda|auto] [--logprobs K] [--prompt-logprobs K] [--ignore-eos] [--json]\n"
-    "                    [--quant int8|fp8|int4]  (quantize the text decoder's linears at load)\n"
+    "                    [--quant int8|fp8|int4]  (quantize the text decoder's linears and the\n"
+    "                    token embeddings at load) [--no-quantize-embeddings]\n"
     "                    [--kv-cache-dtype bf16|fp8]  (fp8: e4m3 K/V with a scale per token and kv head)\n"
     "                    [--dump FILE]   (every named intermediate of the prompt pass, f32 safetensors)\n"
     "Images come before the text in the user turn. --temperature 0 is greedy (the default).\n";
@@ -43,7 +44,7 @@ int cmd_run(int argc, char** argv) {
                            "top-k", "min-p", "repetition-penalty", "presence-penalty", "frequency-penalty",
                            "seed", "stop", "min-pixels", "max-pixels", "device", "logprobs", "prompt-logprobs", "dump", "quant",
                            "kv-cache-dtype"},
-                          {"json", "help", "ignore-eos"});
+                          {"json", "help", "ignore-eos", "no-quantize-embeddings"});
   if (!args) {
     std::fprintf(stderr, "%s", kUsage);
     return fail(args.message(), 2);
@@ -110,6 +111,7 @@ int cmd_run(int argc, char** argv) {
   auto kvd = quant::parse_kv_dtype(args->get("kv-cache-dtype", "bf16"));
   if (!kvd) return fail(kvd.message(), 2);
   eo.quant.kv_cache = *kvd;
+  eo.quant.select.embeddings = !args->has("no-quantize-embeddings");
   auto engine = Engine::load(args->get("model"), eo);
   if (!engine) return fail(engine.message(), 1);
   // --dump: the named intermediates of the first pass (vision tower + prefill), one f32 tensor

@@ -30,8 +30,10 @@ struct WeightView {
 // out[cols] = row r of w as fp32.
 void weight_row_f32(const WeightView& w, int64_t r, float* out);
 
-// Embedding gather: out[i, :] = table[ids[i], :] (fp32 [n, table.cols]). Ids must be in range
-// (the caller checks; this op does not).
+// Embedding gather: out[i, :] = table[ids[i], :] (fp32 [n, table.cols]). A quantized table
+// (INT8 / FP8 / INT4) gives each dequantized value rounded to bf16 (round to nearest even): it
+// stands for the bf16 table of those values, which is what the CUDA gather writes. Ids must be
+// in range (the caller checks; this op does not).
 void embedding(const WeightView& table, const int32_t* ids, int64_t n, float* out);
 
 // y[n, w.rows] = x[n, w.cols] · Wᵀ (+ bias[w.rows] if not null). fp32 accumulation.

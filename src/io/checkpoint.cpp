@@ -16,7 +16,7 @@ std::vector<WeightSpec> expected_weights(const ModelConfig& c) {
   const auto& v = c.vision;
   const int64_t H = t.hidden_size, D = t.head_dim, I = t.intermediate_size, V = t.vocab_size;
   const std::string lm = "model.language_model.";
-  w.push_back({lm + "embed_tokens.weight", {V, H}});
+  w.push_back({lm + "embed_tokens.weight", {V, H}, true});
   w.push_back({lm + "norm.weight", {H}});
   if (!c.tie_word_embeddings) w.push_back({"lm_head.weight", {V, H}, true});
   for (int l = 0; l < t.num_layers; ++l) {

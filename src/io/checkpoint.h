@@ -13,7 +13,9 @@ namespace ost {
 struct WeightSpec {
   std::string name;
   std::vector<int64_t> shape;
-  bool linear = false;  // a 2-D linear weight [out, in]: may be stored quantized (quant/format.h)
+  // A 2-D matrix that may be stored quantized (quant/format.h): a linear weight [out, in], or
+  // the token embedding table [vocab, hidden] (quantized like a linear's rows).
+  bool linear = false;
 };
 
 // Every tensor a checkpoint of this config holds, in sorted name order. With tied embeddings

@@ -75,7 +75,7 @@ Result<QuantizeSummary> quantize_checkpoint(const QuantizeOptions& opt) {
     sum.bytes_in += int64_t(t.nbytes);
     bool convert = false;
     if (w.linear) {
-      auto sel = quant::selected(w.name, q.select);
+      auto sel = quant::selected(w.name, q.select, cfg->tie_word_embeddings);
       if (!sel) return Error{sel.message()};
       convert = *sel;
     }

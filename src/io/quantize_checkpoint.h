@@ -19,8 +19,8 @@ struct QuantizeOptions {
 };
 
 struct QuantizeSummary {
-  std::vector<std::string> quantized;  // weight names converted
-  std::vector<std::string> kept;       // linear weights left as they were
+  std::vector<std::string> quantized;  // weight names converted (linears, the embedding table)
+  std::vector<std::string> kept;       // quantizable matrices left as they were
   int64_t bytes_in = 0, bytes_out = 0;
 };
 

@@ -32,7 +32,8 @@ class Reader {
   Reader(ModelWeights& owner, const ModelConfig& cfg, const quant::QuantConfig& at_load)
       : c_(owner.checkpoint), owner_(owner), cfg_(cfg), at_load_(at_load) {}
 
-  // A linear weight [out, in]: stored quantized, quantized now (at_load), or as it is.
+  // A linear weight [out, in] or the embedding table: stored quantized, quantized now (at_load),
+  // or as it is.
   Result<WeightView> linear_weight(const std::string& name) const {
     const TensorInfo& t = c_.get(name);
     const quant::QuantConfig& q = cfg_.quant;
@@ -41,7 +42,7 @@ class Reader {
     auto w = matrix(name);
     OST_TRY(w.status());
     if (at_load_.format == quant::Format::None || t.shape.size() != 2) return w;
-    auto sel = quant::selected(name, at_load_.select);
+    auto sel = quant::selected(name, at_load_.select, cfg_.tie_word_embeddings);
     OST_TRY(sel.status());
     if (!*sel) return w;
     return quantize_now(name, *w);
@@ -177,7 +178,7 @@ Status load_vision(const Reader& r, const VisionConfig& c, VisionWeights& v) {
 Status load_text(const Reader& r, const ModelConfig& cfg, TextWeights& t) {
   const TextConfig& c = cfg.text;
   const std::string p = "model.language_model.";
-  auto embed = r.matrix(p + "embed_tokens.weight");
+  auto embed = r.linear_weight(p + "embed_tokens.weight");
   OST_TRY(embed.status());
   t.embed = *embed;
   auto head = cfg.tie_word_embeddings ? embed : r.linear_weight("lm_head.weight");

@@ -54,7 +54,7 @@ struct TextLayerWeights {
 };
 
 struct TextWeights {
-  WeightView embed;         // [vocab, hidden]
+  WeightView embed;         // [vocab, hidden], bf16 or quantized like a linear (quant/format.h)
   std::vector<float> norm;  // final RMSNorm [hidden]
   WeightView lm_head;       // [vocab, hidden] (= embed when tied)
   std::vector<TextLayerWeights> layers;
@@ -70,10 +70,10 @@ struct ModelWeights {
   TextWeights text;
 };
 
-// Maps the checkpoint of `dir` (validated against cfg) and builds the table. Linear weights
-// stored quantized (cfg.quant) become INT8/FP8/INT4 views. With `at_load` set, the bf16 linears
-// of the default selection (quant::selected: the text decoder's) are quantized into owned
-// buffers as they are read.
+// Maps the checkpoint of `dir` (validated against cfg) and builds the table. Linear weights and
+// the embedding table stored quantized (cfg.quant) become INT8/FP8/INT4 views. With `at_load`
+// set, the bf16 matrices of its selection (quant::selected: by default the text decoder's
+// linears and the embedding table) are quantized into owned buffers as they are read.
 Result<std::unique_ptr<ModelWeights>> load_weights(const std::string& dir, const ModelConfig& cfg,
                                                    const quant::QuantConfig& at_load = {});
 

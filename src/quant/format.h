@@ -1,6 +1,8 @@
 // Weight quantization formats: what a quantized linear layer looks like in a checkpoint and in
-// memory. Only 2-D linear weights [rows = out, cols = in] are ever quantized; the tensor
-// `<name>.weight` changes dtype and companion tensors carry the scales.
+// memory. Only 2-D matrices are ever quantized: linear weights [rows = out, cols = in] and the
+// token embedding table [vocab, hidden] (a row is an "output channel": INT8 scales per token,
+// INT4 groups along hidden, FP8 128×128 blocks); the tensor `<name>.weight` changes dtype and
+// companion tensors carry the scales.
 //
 //   INT8 (W8A16, symmetric, per output channel)
 //     <name>.weight        I8  [rows, cols]            q = round(w / s), |q| <= 127
@@ -44,11 +46,12 @@ enum class Format : uint8_t { None, INT8, FP8, INT4 };
 const char* format_name(Format f);           // "none", "int8", "fp8", "int4"
 Result<Format> parse_format(const std::string& s);
 
-// Which linear weights `ostrakon quantize` and --quant convert (quant::selected). By default
-// the text decoder's q/k/v/o and gate/up/down.
+// Which matrices `ostrakon quantize` and --quant convert (quant::selected). By default the text
+// decoder's q/k/v/o and gate/up/down and the token embedding table.
 struct SelectOptions {
-  bool lm_head = false;  // lm_head.weight (only when it is not tied to the embeddings)
-  bool vision = false;   // vision blocks' and mergers' linears
+  bool lm_head = false;    // lm_head.weight (with tied embeddings: the shared table)
+  bool vision = false;     // vision blocks' and mergers' linears
+  bool embeddings = true;  // model.language_model.embed_tokens.weight, when not tied to the lm_head
   std::string skip;      // ECMAScript regex: matching names stay as they are
 };
 

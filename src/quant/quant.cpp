@@ -227,7 +227,7 @@ void dequant_segment(const QView& w, int64_t r, int64_t k0, int64_t n, float* ou
   }
 }
 
-Result<bool> selected(const std::string& name, const SelectOptions& opt) {
+Result<bool> selected(const std::string& name, const SelectOptions& opt, bool tied_embeddings) {
   if (!opt.skip.empty()) {
     try {
       if (std::regex_search(name, std::regex(opt.skip))) return false;
@@ -237,6 +237,7 @@ Result<bool> selected(const std::string& name, const SelectOptions& opt) {
   }
   if (name.starts_with("model.language_model.layers.")) return true;
   if (name == "lm_head.weight") return opt.lm_head;
+  if (name == "model.language_model.embed_tokens.weight") return tied_embeddings ? opt.lm_head : opt.embeddings;
   if (name.starts_with("model.visual.")) return opt.vision;
   return false;
 }

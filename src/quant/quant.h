@@ -55,7 +55,9 @@ void quantize_kv_fp8(const float* x, int64_t n, int hd, uint8_t* q, float* scale
 // out f32 [n, hd] = e4m3(q[i, c]) · scale[i] (fp32 product): what attention reads.
 void dequantize_kv_fp8(const uint8_t* q, const float* scale, int64_t n, int hd, float* out);
 
-// Whether the selection converts the linear weight `name`; `name` is a tensor name ending in ".weight" that the checkpoint table marks quantizable.
-Result<bool> selected(const std::string& name, const SelectOptions& opt);
+// Whether the selection converts the matrix `name`, a tensor name ending in ".weight" that the
+// checkpoint table marks quantizable. With tied_embeddings the embedding table is also the
+// lm_head and follows opt.lm_head (a bf16 lm_head keeps a bf16 table).
+Result<bool> selected(const std::string& name, const SelectOptions& opt, bool tied_embeddings = false);
 
 }  // namespace ost::quant

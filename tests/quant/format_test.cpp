@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "backend/ops.h"
@@ -213,6 +214,57 @@ TEST(Quantize, Fp8ActivationBlocks) {
     const float sc = s[size_t((i / K) * 2 + (i % K) / 128)];
     EXPECT_EQ(d[size_t(i)], quant::fp8_e4m3_to_f32(q[size_t(i)]) * sc);
     EXPECT_LE(std::fabs(d[size_t(i)] - x[size_t(i)]), std::fabs(x[size_t(i)]) / 16 + sc * std::ldexp(1.0f, -10));
+  }
+}
+
+// The default selection: the decoder's linears and the embedding table; a table tied to the
+// lm_head follows the lm_head; --skip wins.
+TEST(Quantize, SelectionOfTheEmbeddingTable) {
+  const std::string emb = "model.language_model.embed_tokens.weight";
+  quant::SelectOptions opt;
+  EXPECT_TRUE(*quant::selected("model.language_model.layers.0.mlp.up_proj.weight", opt));
+  EXPECT_TRUE(*quant::selected(emb, opt));
+  EXPECT_FALSE(*quant::selected(emb, opt, /*tied_embeddings=*/true));
+  EXPECT_FALSE(*quant::selected("lm_head.weight", opt));
+  opt.lm_head = true;
+  EXPECT_TRUE(*quant::selected(emb, opt, true));
+  opt.embeddings = false;
+  EXPECT_FALSE(*quant::selected(emb, opt));
+  EXPECT_TRUE(*quant::selected(emb, opt, true));  // tied: the lm_head's choice
+  opt.embeddings = true;
+  opt.skip = "embed_tokens";
+  EXPECT_FALSE(*quant::selected(emb, opt));
+  EXPECT_FALSE(*quant::selected(emb, opt, true));
+}
+
+// A quantized table's lookup is each dequantized value rounded to bf16 (what the GPU gather
+// writes); a bf16 table's lookup is its values.
+TEST(Quantize, EmbeddingLookupRoundsDequantizedRowsToBf16) {
+  const int64_t V = 40, H = 64;
+  auto w = randn(size_t(V * H), 31, 0.3f);
+  const int32_t ids[] = {0, 39, 7, 7, 21};
+  for (auto f : {quant::Format::INT8, quant::Format::FP8, quant::Format::INT4}) {
+    auto m = quant::quantize(f, w.data(), V, H, f == quant::Format::INT4 ? 32 : 16);
+    ASSERT_TRUE(m.is_ok());
+    ops::WeightView t{f == quant::Format::INT8  ? ops::WType::INT8
+                      : f == quant::Format::FP8 ? ops::WType::FP8
+                                                : ops::WType::INT4,
+                      m->data.data(), V, H};
+    t.scale = m->scale.data();
+    t.zero = m->zero.empty() ? nullptr : m->zero.data();
+    t.group = m->group;
+    std::vector<float> got(5 * H), row(H);
+    ops::embedding(t, ids, 5, got.data());
+    int64_t unrounded = 0;
+    for (int i = 0; i < 5; ++i) {
+      quant::dequant_segment(m->view(), ids[i], 0, H, row.data());
+      for (int64_t c = 0; c < H; ++c) {
+        const float want = round_bf16(row[size_t(c)]);
+        ASSERT_EQ(got[size_t(i * H + c)], want) << quant::format_name(f) << " " << i << " " << c;
+        unrounded += want != row[size_t(c)];
+      }
+    }
+    EXPECT_GT(unrounded, 0) << quant::format_name(f);  // the rounding is really exercised
   }
 }
 

@@ -30,10 +30,13 @@ namespace {
 using testing::Golden;
 using testing::TempDir;
 
-// The bf16 tiny checkpoint and its int8 / fp8 / int4 versions, written once per process.
+// The bf16 tiny checkpoint and its int8 / fp8 / int4 versions (embedding table included, the
+// default), and an fp8 version of the linears only (Qwen's published layout), written once per
+// process.
 struct Models {
   TempDir dir;
   std::string bf16 = dir / "bf16";
+  std::string fp8_linears = dir / "fp8-linears";
   std::string path(quant::Format f) const { return dir / quant::format_name(f); }
   static Models& get() {
     static Models m;
@@ -55,6 +58,12 @@ struct Models {
       q.quant.group_size = f == quant::Format::FP8 ? 128 : 32;  // tiny dims are small
       auto s = quantize_checkpoint(q);
       EXPECT_TRUE(s.is_ok()) << s.message();
+      if (f == quant::Format::FP8) {
+        q.out_dir = fp8_linears;
+        q.quant.select.embeddings = false;
+        auto l = quantize_checkpoint(q);
+        EXPECT_TRUE(l.is_ok()) << l.message();
+      }
     }
   }
 };
@@ -90,7 +99,9 @@ TEST(QuantModel, WrittenConfigAndTensors) {
   EXPECT_NE(ck->find("model.language_model.layers.0.mlp.down_proj.weight_zero"), nullptr);
   EXPECT_EQ(ck->get("model.language_model.layers.0.mlp.down_proj.weight_scale").dtype, DType::F16);
   EXPECT_EQ(cfg->model.quant.group_size, 32);
-  // The vision tower and lm_head stay bf16 by default.
+  // The embedding table is quantized by default; the vision tower and lm_head stay bf16.
+  EXPECT_EQ(ck->get("model.language_model.embed_tokens.weight").dtype, DType::U8);
+  EXPECT_NE(ck->find("model.language_model.embed_tokens.weight_zero"), nullptr);
   EXPECT_EQ(ck->get("model.visual.blocks.0.attn.qkv.weight").dtype, DType::BF16);
   if (const auto* h = ck->find("lm_head.weight")) EXPECT_EQ(h->dtype, DType::BF16);
   auto fp8 = load_folder_configs(m.path(quant::Format::FP8));
@@ -300,8 +311,9 @@ TEST(QuantModel, QwenPublishedFp8LayoutLoads) {
   ASSERT_TRUE(cfg.is_ok()) << cfg.message();
   EXPECT_EQ(cfg->model.quant.format, quant::Format::FP8);
   EXPECT_EQ(cfg->model.quant.group_size, 128);
-  // Codes: the same as our quantizer's but for rare rounding ties of w/s against w·(1/s).
-  auto ours = read_raw_safetensors(m.path(quant::Format::FP8) + "/model.safetensors");
+  // Codes: the same as our quantizer's (linears only, as published) but for rare rounding ties
+  // of w/s against w·(1/s).
+  auto ours = read_raw_safetensors(m.fp8_linears + "/model.safetensors");
   auto theirs = read_raw_safetensors(dir / "f32" + "/model.safetensors");
   std::map<std::string, const RawTensor*> by_name;
   for (auto& [n, t] : theirs) by_name[n] = &t;
@@ -322,7 +334,7 @@ TEST(QuantModel, QwenPublishedFp8LayoutLoads) {
   EXPECT_EQ(linears, 28);
   EXPECT_LE(double(differ), 1e-4 * double(codes)) << differ << " of " << codes;
   auto ref = load_cpu_runner(m.bf16);
-  auto own = load_cpu_runner(m.path(quant::Format::FP8));
+  auto own = load_cpu_runner(m.fp8_linears);
   auto pub32 = load_cpu_runner(dir / "f32");
   auto pub16 = load_cpu_runner(dir / "bf16");
   ASSERT_TRUE(ref.is_ok() && own.is_ok()) << own.message();
@@ -369,7 +381,7 @@ void write_f32_scale_int4(const std::string& src, const std::string& dst, float 
     out.emplace_back(name, std::move(f));
     ++converted;
   }
-  EXPECT_EQ(converted, 28);
+  EXPECT_EQ(converted, 29);  // 28 linears and the token embedding table
   write_raw_safetensors(dst + "/model.safetensors", out);
   std::ifstream cf(src + "/config.json");
   nlohmann::json cfg = nlohmann::json::parse(cf);

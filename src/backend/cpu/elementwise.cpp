@@ -25,8 +25,16 @@ void weight_row_f32(const WeightView& w, int64_t r, float* out) {
 }
 
 void embedding(const WeightView& table, const int32_t* ids, int64_t n, float* out) {
+  const bool quantized = is_quantized(table.dtype);
 #pragma omp parallel for if (n * table.cols >= kParallelMin)
-  for (int64_t i = 0; i < n; ++i) weight_row_f32(table, ids[i], out + i * table.cols);
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = out + i * table.cols;
+    weight_row_f32(table, ids[i], row);
+    // A quantized table stands for the bf16 table of its dequantized values (what the GPU's
+    // gather writes), as a bf16 table's rows are bf16 values.
+    if (quantized)
+      for (int64_t c = 0; c < table.cols; ++c) row[c] = round_bf16(row[c]);
+  }
 }
 
 void rms_norm(const float* x, int64_t n, int64_t d, const float* w, float eps, float* y) {

@@ -141,7 +141,8 @@ Status CudaRunner::forward(int64_t n, int64_t logits_from, const ImageRows* img,
   const float eps = c.rms_norm_eps;
   int32_t* in = staging_dev_;
   mark_start();
-  OST_TRY(launch_embedding({embed_, field(in, kIds), x_, n, H}, s));
+  if (embed_q_.data) OST_TRY(launch_embed_gather({embed_q_, field(in, kIds), x_, n}, s));
+  else OST_TRY(launch_embedding({embed_, field(in, kIds), x_, n, H}, s));
   if (img && img->n > 0)
     OST_TRY(launch_scatter_rows({x_, img->embeds, field(in, kImage), img->n, H, false}, s));
   // Decode with few rows: glu, the gate_up GEMV writes act_; fuse, the GEMVs also read x_ through

@@ -9,6 +9,7 @@
 #include "backend/cuda/attention.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_runner.h"
+#include "backend/cuda/embed_gather.h"
 #include "backend/cuda/fp8_gemm.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/int4_gemm.h"
@@ -206,6 +207,8 @@ class CudaRunner final : public ModelRunner {
   // Decode (n <= 8): the same product through the GEMV kernels with the fusions of gemv.h.
   Status fused_linear(const bf16* x, int64_t n, const bf16* w, const QLinear& q, int64_t out, int64_t in, bf16* y,
                       const GemvFusion& f, cudaStream_t s);
+  // The token embedding table (after the lm_head): embed_ (bf16) or embed_q_ (quantized).
+  Status load_embedding(const TextWeights& tw);
   Status load_linear(const Linear& l, VLinear& out);
   Status load_norm(const Norm& n, VNorm& out);
   Status load_vision();
@@ -236,6 +239,7 @@ class CudaRunner final : public ModelRunner {
 
   std::vector<Layer> layers_;
   bf16 *embed_ = nullptr, *norm_ = nullptr, *lm_head_ = nullptr;
+  quant::QView embed_q_;  // set instead of embed_ when the table stays quantized (device pointers)
   QLinear lm_head_q_;
   bf16* dequant_scratch_ = nullptr;  // bf16, the largest INT8 matrix (prefill of INT8 linears)
   size_t dequant_scratch_elems_ = 0;

@@ -154,6 +154,64 @@ Result<bf16*> CudaRunner::upload_vec(const std::vector<float>& v) {
   return static_cast<bf16*>(*d);
 }
 
+Status CudaRunner::load_embedding(const TextWeights& tw) {
+  const ops::WeightView& e = tw.embed;
+  const bool tied = e.data == tw.lm_head.data;
+  if (tied && lm_head_) {  // the lm_head's bf16 copy (of a quantized table: its bf16 widening)
+    embed_ = lm_head_;
+    return Status::ok();
+  }
+  if (!ops::is_quantized(e.dtype)) {
+    auto d = upload_rows(e);
+    OST_TRY(d.status());
+    embed_ = *d;
+    return Status::ok();
+  }
+  // Quantized, kept as it is for launch_embed_gather; a tied table shares the lm_head's codes
+  // (and, where the layout is the same, its INT8 / INT4 scales and zeros).
+  const quant::Format f = e.dtype == ops::WType::INT8  ? quant::Format::INT8
+                          : e.dtype == ops::WType::FP8 ? quant::Format::FP8
+                                                       : quant::Format::INT4;
+  const int g = f == quant::Format::INT8 ? 0 : int(e.group);
+  const size_t n_scale = size_t(quant::scale_rows(f, e.rows, g) * quant::scale_cols(f, e.cols, g));
+  const size_t n_zero = f == quant::Format::INT4 ? size_t(e.rows * quant::scale_cols(f, e.cols, g)) : 0;
+  quant::QView q{f, nullptr, nullptr, nullptr, e.rows, e.cols, g};
+  auto upload = [&](const void* src, size_t bytes) -> Result<void*> {
+    auto d = alloc(bytes);
+    OST_TRY(d.status());
+    OST_CUDA_RET(cudaMemcpy(*d, src, bytes, cudaMemcpyHostToDevice));
+    weight_bytes_ += bytes;
+    return *d;
+  };
+  if (tied && f == quant::Format::INT8) {
+    q.data = lm_head_q_.w;
+    q.scale = lm_head_q_.scale;
+  } else if (tied && f == quant::Format::INT4) {
+    q.data = lm_head_q_.q4;
+    q.scale = lm_head_q_.scale;
+    q.zero = lm_head_q_.zero;
+  } else if (tied) {
+    q.data = lm_head_q_.f8.w;  // its block scales are stored padded: the table gets its own
+  }
+  if (!q.data) {
+    auto d = upload(e.data, size_t(quant::weight_bytes(f, e.rows, e.cols)));
+    OST_TRY(d.status());
+    q.data = *d;
+  }
+  if (!q.scale) {
+    auto d = upload(e.scale, n_scale * sizeof(*e.scale));
+    OST_TRY(d.status());
+    q.scale = static_cast<decltype(q.scale)>(*d);
+  }
+  if (n_zero && !q.zero) {
+    auto d = upload(e.zero, n_zero);
+    OST_TRY(d.status());
+    q.zero = static_cast<const uint8_t*>(*d);
+  }
+  embed_q_ = q;
+  return Status::ok();
+}
+
 Status CudaRunner::load(const std::string& dir, const quant::QuantConfig& quant_at_load) {
   auto cfg = load_folder_configs(dir);
   OST_TRY(cfg.status());
@@ -273,13 +331,7 @@ Status CudaRunner::load(const std::string& dir, const quant::QuantConfig& quant_
     dequant_scratch_ = static_cast<bf16*>(*sc);
   }
   info_.text_weight_bytes = weight_bytes_;
-  if (tw.embed.data == tw.lm_head.data) {
-    embed_ = lm_head_;  // tied
-  } else {
-    auto e = upload_rows(tw.embed);
-    OST_TRY(e.status());
-    embed_ = *e;
-  }
+  OST_TRY(load_embedding(tw));
 
   // Rope constants, as mrope_tables computes them.
   std::vector<float> inv(size_t(D / 2));
