@@ -72,6 +72,29 @@ Result<MixedStepOutput> ModelRunner::mixed_step(const std::vector<PrefillChunk>&
   return out;
 }
 
+Result<MixedStepOutput> ModelRunner::mixed_step_candidates(const std::vector<PrefillChunk>& chunks,
+                                                           const std::vector<SequenceState*>& decode,
+                                                           const std::vector<int32_t>& decode_ids,
+                                                           const std::vector<CandidateSpec>& specs) {
+  if (specs.size() != decode.size())
+    return make_error("mixed_step_candidates: %zu decode rows, %zu specs", decode.size(), specs.size());
+  auto out = mixed_step(chunks, decode, decode_ids, /*greedy=*/false);
+  if (!out) return Error{out.message()};
+  const int vocab = config().text.vocab_size;
+  for (size_t i = 0; i < decode.size(); ++i) {
+    const float* x = out->decode_logits.data() + i * size_t(vocab);
+    out->decode_tokens.push_back(greedy_token(x, vocab, excluded_tokens_));
+    const CandidateSpec& s = specs[i];
+    out->decode_candidates.push_back(s.top > 0 || s.raw_top > 0 ? compute_candidates(x, vocab, s, excluded_tokens_)
+                                                                : RowCandidates());
+  }
+  return out;
+}
+
+Result<std::vector<float>> ModelRunner::decode_row_logits(int row) {
+  return make_error("decode_row_logits: this runner returns the logits with its candidates");
+}
+
 Status ModelRunner::set_excluded_tokens(const std::vector<int32_t>& ids) {
   if (ids.size() > 15) return make_error("at most 15 excluded token ids (%zu given)", ids.size());
   excluded_tokens_ = ids;
