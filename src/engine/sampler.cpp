@@ -63,7 +63,7 @@ std::vector<TokenLogprob> top_logprobs(const float* logits, int vocab, int k, fl
 }
 
 bool candidate_lse(const RowCandidates& c, float& lse) {
-  if (c.has_nan) return false;
+  if (c.has_nan || !std::isfinite(c.raw_max)) return false;
   lse = lse_of(c.raw_max, c.raw_sum);
   if (c.rel_error == 0.0) return !std::isnan(lse);
   // The full path's sum lies within the bound: its f32 log-sum-exp is certain when both ends
