@@ -79,7 +79,7 @@ void run_request(int vocab, const SamplingParams& p, int n_top, int kind, uint32
       std::uniform_real_distribution<double> d(-1e-10, 1e-10);
       c.sum *= 1.0 + d(rng);
       c.raw_sum *= 1.0 + d(rng);
-      c.rel_error = 1e-9;
+      c.rel_error = 2e-10;
     }
     ++t.rows;
     float lse = 0.0f;
