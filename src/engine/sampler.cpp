@@ -117,6 +117,8 @@ CandidateSpec Sampler::candidate_spec(int top_logprobs) const {
   // Greedy needs the first; a top-k beyond kCandidates its k (up to kMaxCandidates).
   s.top = p_.temperature == 0.0f ? 1 : std::min(std::max(kCandidates, p_.top_k), kMaxCandidates);
   s.raw_top = top_logprobs;
+  // The whole-vocabulary normaliser: when top-k keeps every token.
+  s.sum = p_.temperature != 0.0f && !(p_.top_k > 0 && p_.top_k < vocab_);
   return s;
 }
 

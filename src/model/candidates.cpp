@@ -56,13 +56,16 @@ RowCandidates compute_candidates(const float* logits, int vocab, const Candidate
   RowCandidates c;
   std::vector<float> t(logits, logits + vocab);
   apply_transform(t.data(), vocab, spec.transform, excluded);
-  for (int i = 0; i < vocab && !c.has_nan; ++i) c.has_nan = std::isnan(logits[i]) || std::isnan(t[size_t(i)]);
-  c.max = max_logit(t.data(), vocab);
-  c.sum = exp_sum(t.data(), vocab, c.max);
   c.raw_max = max_logit(logits, vocab);
   c.raw_sum = exp_sum(logits, vocab, c.raw_max);
-  for (int32_t id : top_ids(t.data(), vocab, spec.top)) c.top.push_back({t[size_t(id)], logits[id], id});
-  for (int32_t id : top_ids(logits, vocab, spec.raw_top)) c.raw_top.push_back({logits[id], logits[id], id});
+  // A NaN anywhere makes the raw sum NaN (the transform makes no NaN of a number).
+  c.has_nan = std::isnan(c.raw_sum);
+  c.max = max_logit(t.data(), vocab);
+  if (spec.sum) c.sum = exp_sum(t.data(), vocab, c.max);
+  if (spec.top > 0)
+    for (int32_t id : top_ids(t.data(), vocab, spec.top)) c.top.push_back({t[size_t(id)], logits[id], id});
+  if (spec.raw_top > 0)
+    for (int32_t id : top_ids(logits, vocab, spec.raw_top)) c.raw_top.push_back({logits[id], logits[id], id});
   return c;
 }
 

@@ -63,7 +63,8 @@ struct RowCandidates {
   std::vector<Candidate> top;
   // The top entries of the raw logits (value = raw), sorted alike: the top log-probabilities.
   std::vector<Candidate> raw_top;
-  // The transformed logits: their max and exp_sum around it, over the whole vocabulary.
+  // The transformed logits: their max and exp_sum around it, over the whole vocabulary (sum:
+  // only when the spec asks for it; a device runner always gives it).
   float max = 0.0f;
   double sum = 0.0;
   // The raw logits alike (the log-probabilities' normaliser).
@@ -79,8 +80,9 @@ struct RowCandidates {
 // What a runner is asked for a sampled row.
 struct CandidateSpec {
   LogitTransform transform;
-  int top = 0;      // entries of `top` wanted (0: none)
-  int raw_top = 0;  // entries of `raw_top` wanted (0: none)
+  int top = 0;       // entries of `top` wanted (0: none)
+  int raw_top = 0;   // entries of `raw_top` wanted (0: none)
+  bool sum = false;  // RowCandidates::sum wanted (the draw may keep the whole vocabulary)
 };
 
 // The reference: candidates of one row of f32 logits [vocab] (rel_error 0).

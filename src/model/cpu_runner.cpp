@@ -81,12 +81,13 @@ Result<MixedStepOutput> ModelRunner::mixed_step_candidates(const std::vector<Pre
   auto out = mixed_step(chunks, decode, decode_ids, /*greedy=*/false);
   if (!out) return Error{out.message()};
   const int vocab = config().text.vocab_size;
+  out->decode_tokens.resize(decode.size());
+  out->decode_candidates.resize(decode.size());
   for (size_t i = 0; i < decode.size(); ++i) {
     const float* x = out->decode_logits.data() + i * size_t(vocab);
-    out->decode_tokens.push_back(greedy_token(x, vocab, excluded_tokens_));
     const CandidateSpec& s = specs[i];
-    out->decode_candidates.push_back(s.top > 0 || s.raw_top > 0 ? compute_candidates(x, vocab, s, excluded_tokens_)
-                                                                : RowCandidates());
+    if (s.top > 0 || s.raw_top > 0) out->decode_candidates[i] = compute_candidates(x, vocab, s, excluded_tokens_);
+    else out->decode_tokens[i] = greedy_token(x, vocab, excluded_tokens_);
   }
   return out;
 }

@@ -82,10 +82,10 @@ class ModelRunner {
   virtual Result<MixedStepOutput> mixed_step(const std::vector<PrefillChunk>& chunks,
                                              const std::vector<SequenceState*>& decode,
                                              const std::vector<int32_t>& decode_ids, bool greedy);
-  // mixed_step for sampled decode rows without moving their logits: every decode row gets the
-  // greedy choice (decode_tokens, as decode_batch_argmax) and the candidates its spec asks for
-  // (decode_candidates; none when the spec asks for no entries), over the logits with the
-  // excluded ids masked. The default runs mixed_step for the logits, keeps them in
+  // mixed_step for sampled decode rows without moving their logits: each decode row gets the
+  // candidates its spec asks for (decode_candidates), over the logits with the excluded ids
+  // masked, or when the spec asks for no entries the greedy choice (decode_tokens, as
+  // decode_batch_argmax; a device runner fills decode_tokens for every row). The default runs mixed_step for the logits, keeps them in
   // decode_logits and computes compute_candidates on the host (rel_error 0). A device runner
   // computes them there and leaves decode_logits empty: decode_row_logits fetches a row.
   virtual Result<MixedStepOutput> mixed_step_candidates(const std::vector<PrefillChunk>& chunks,
