@@ -21,6 +21,7 @@ const char* kUsage =
     "                            [--image-size WxH | --images DIR] [--image-format jpeg|png] "
     "[--images-per-request K]\n"
     "                            [--prompt-tokens N] [--max-tokens N] [--ignore-eos]\n"
+    "                            [--temperature T] [--top-p P] [--top-k K]\n"
     "                            [--slo-ttft-ms X] [--slo-tpot-ms Y] [--seed S] [--timeout S]\n"
     "                            [--json FILE] [--html FILE] [--no-progress]\n"
     "Sends N streamed chat completions (stream_options.include_usage) to URL (http://host:port, .../v1\n"
@@ -29,7 +30,8 @@ const char* kUsage =
     "its own synthetic photo-like image (default 512x512 JPEG; --image-size 0 for text only) or the\n"
     "images of DIR in turn, and a question of about N tokens (default 64). Reports TTFT, TPOT,\n"
     "inter-token and end-to-end latency percentiles, request and token throughput, goodput within the\n"
-    "SLOs and errors by HTTP status. Exit status: 0 when every request completed, 1 otherwise.\n";
+    "SLOs and errors by HTTP status. Requests are greedy unless --temperature is given (then request i\n"
+    "carries seed i, and --top-p / --top-k when given). Exit status: 0 when every request completed, 1 otherwise.\n";
 
 int fail(const std::string& msg, int code) {
   std::fprintf(stderr, "bench serve: %s\n", msg.c_str());
@@ -79,7 +81,8 @@ int cmd_bench_serve(int argc, char** argv) {
   auto args = Args::parse(argc, argv,
                           {"url", "api-key", "model", "rate", "concurrency", "requests", "image-size",
                            "images", "image-format", "images-per-request", "prompt-tokens", "max-tokens",
-                           "slo-ttft-ms", "slo-tpot-ms", "seed", "timeout", "json", "html"},
+                           "slo-ttft-ms", "slo-tpot-ms", "seed", "timeout", "json", "html", "temperature", "top-p",
+                           "top-k"},
                           {"help", "ignore-eos", "no-progress"});
   if (!args) {
     std::fprintf(stderr, "%s", kUsage);
@@ -110,9 +113,13 @@ int cmd_bench_serve(int argc, char** argv) {
   auto slo_tpot = args->get_double("slo-tpot-ms", 0, 0, 1e9);
   auto seed = args->get_int("seed", 0, 0, INT64_MAX);
   auto timeout = args->get_int("timeout", 600, 1, 86400);
+  auto temperature = args->get_double("temperature", 0, 0, 100);
+  auto top_p = args->get_double("top-p", 1, 0, 1);
+  auto top_k = args->get_int("top-k", 0, 0, 1 << 20);
   for (const Status& s :
        {rate.status(), conc.status(), requests.status(), per.status(), prompt.status(), max_tokens.status(),
-        slo_ttft.status(), slo_tpot.status(), seed.status(), timeout.status()})
+        slo_ttft.status(), slo_tpot.status(), seed.status(), timeout.status(), temperature.status(), top_p.status(),
+        top_k.status()})
     if (!s) return fail(s.message(), 2);
   if (args->has("rate") && *rate <= 0) return fail("--rate must be positive", 2);
   if (!args->has("rate") && *conc < 1) return fail("--concurrency must be at least 1", 2);
@@ -127,6 +134,9 @@ int cmd_bench_serve(int argc, char** argv) {
   o.seed = uint64_t(*seed);
   o.timeout_s = int(*timeout);
   o.ignore_eos = args->has("ignore-eos");
+  o.temperature = *temperature;
+  o.top_p = args->has("top-p") ? *top_p : -1;
+  o.top_k = args->has("top-k") ? int(*top_k) : -1;
   o.images_dir = args->get("images");
   o.image_format = args->get("image-format", "jpeg");
   if (args->has("image-size") && !parse_size(args->get("image-size"), o.image_width, o.image_height))

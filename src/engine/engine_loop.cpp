@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <list>
+#include <optional>
 #include <unordered_map>
 
 #include "core/sha256.h"
@@ -126,7 +127,7 @@ Result<std::unique_ptr<EngineLoop>> EngineLoop::start(std::unique_ptr<ModelRunne
   e->model_name_ = std::move(model_name);
   e->opt_ = opt;
   if (const char* env = std::getenv("OST_LOOP_HOST_SAMPLING"); env && std::string(env) == "1")
-    e->opt_.runner_greedy = false;
+    e->opt_.runner_greedy = e->opt_.runner_candidates = false;
   {
     // Vision placeholders are never generated (emit_token masks them; the runner skips them).
     const ModelConfig& mc = e->runner_->config();
@@ -412,6 +413,24 @@ bool EngineLoop::emit_token(Live& r, const float* logits) {
   return emit(r, std::move(tok));
 }
 
+// The same from a runner's candidates (model/candidates.h); false, with nothing consumed, when
+// they do not decide the token or its log-probabilities (then emit_token on the full logits).
+bool EngineLoop::emit_candidates(Live& r, const RowCandidates& c) {
+  GeneratedToken tok;
+  float lse = 0.0f;
+  if (!candidate_lse(c, lse) ||
+      !candidate_top_logprobs(c, runner_->config().text.vocab_size, r.req.top_logprobs, lse, tok.top))
+    return false;
+  const std::optional<int32_t> id = r.sampler->sample(c);
+  if (!id) return false;
+  const auto it = std::find_if(c.top.begin(), c.top.end(), [&](const Candidate& k) { return k.id == *id; });
+  OST_CHECK(it != c.top.end());
+  tok.id = *id;
+  tok.logprob = it->raw - lse;
+  emit(r, std::move(tok));
+  return true;
+}
+
 // Streams the chosen token's text and checks the stop conditions; true when finished.
 bool EngineLoop::emit(Live& r, GeneratedToken tok) {
   r.sampler->accept(tok.id);
@@ -553,31 +572,41 @@ void EngineLoop::step() {
     pre.push_back(std::move(pc));
   }
 
-  // Plain greedy rows only: the runner chooses and the logits stay where they are.
-  const bool runner_choice =
-      opt_.runner_greedy && std::all_of(dec_live.begin(), dec_live.end(), [](const Live* r) {
-        return r->req.top_logprobs == 0 && plain_greedy(r->req.sampling);
-      });
+  // Plain greedy rows only: the runner chooses and the logits stay where they are. Otherwise the
+  // sampled rows get candidates (the plain greedy ones still the runner's choice).
+  auto runner_greedy = [](const Live* r) { return r->req.top_logprobs == 0 && plain_greedy(r->req.sampling); };
+  const bool runner_choice = opt_.runner_greedy && std::all_of(dec_live.begin(), dec_live.end(), runner_greedy);
+  const bool candidates = !runner_choice && opt_.runner_candidates && !dec_live.empty();
+  std::vector<CandidateSpec> specs;
+  if (candidates)
+    for (const Live* r : dec_live)
+      specs.push_back(runner_greedy(r) ? CandidateSpec() : r->sampler->candidate_spec(r->req.top_logprobs));
+  std::vector<std::pair<Live*, size_t>> from_candidates;  // decode rows sampled from out.decode_candidates
+  MixedStepOutput out;
   if (!pre.empty() || !dec_states.empty()) {
-    auto out = runner_->mixed_step(pre, dec_states, dec_ids, runner_choice);
-    if (!out) {
-      for (Live* r : pre_live) fail(*r, out.message());
-      for (Live* r : dec_live) fail(*r, out.message());
+    auto res = candidates ? runner_->mixed_step_candidates(pre, dec_states, dec_ids, specs)
+                          : runner_->mixed_step(pre, dec_states, dec_ids, runner_choice);
+    if (!res) {
+      for (Live* r : pre_live) fail(*r, res.message());
+      for (Live* r : dec_live) fail(*r, res.message());
     } else {
+      out = std::move(*res);
       for (size_t i = 0; i < pre_live.size(); ++i) {
         ok.push_back(pre_chunks[i]);
-        if (pre_chunks[i].samples()) to_sample.emplace_back(pre_live[i], std::move(out->chunk_logits[i]));
+        if (pre_chunks[i].samples()) to_sample.emplace_back(pre_live[i], std::move(out.chunk_logits[i]));
       }
       for (size_t i = 0; i < dec_live.size(); ++i) {
         ok.push_back(dec_chunks[i]);
-        if (runner_choice) {
+        if (runner_choice || (candidates && runner_greedy(dec_live[i]))) {
           GeneratedToken tok;
-          tok.id = out->decode_tokens[i].id;
-          tok.logprob = out->decode_tokens[i].logprob;
+          tok.id = out.decode_tokens[i].id;
+          tok.logprob = out.decode_tokens[i].logprob;
           chosen.emplace_back(dec_live[i], std::move(tok));
+        } else if (candidates) {
+          from_candidates.emplace_back(dec_live[i], i);
         } else {
-          to_sample.emplace_back(dec_live[i], std::vector<float>(out->decode_logits.begin() + int64_t(i) * vocab,
-                                                                 out->decode_logits.begin() + int64_t(i + 1) * vocab));
+          to_sample.emplace_back(dec_live[i], std::vector<float>(out.decode_logits.begin() + int64_t(i) * vocab,
+                                                                 out.decode_logits.begin() + int64_t(i + 1) * vocab));
         }
       }
     }
@@ -589,6 +618,23 @@ void EngineLoop::step() {
   sched.complete(done_plan);
   for (auto& [r, logits] : to_sample)
     if (!r->done) emit_token(*r, logits.data());
+  for (auto& [r, i] : from_candidates) {
+    if (r->done) continue;
+    const bool decided = emit_candidates(*r, out.decode_candidates[i]);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stats_.candidate_rows++;
+      if (!decided) stats_.sampling_fallbacks++;
+    }
+    if (decided) continue;
+    if (!out.decode_logits.empty()) {  // a host runner: the logits came with the candidates
+      emit_token(*r, out.decode_logits.data() + i * size_t(vocab));
+      continue;
+    }
+    auto logits = runner_->decode_row_logits(int(i));
+    if (!logits) fail(*r, logits.message());
+    else emit_token(*r, logits->data());
+  }
   for (auto& [r, tok] : chosen)
     if (!r->done) emit(*r, std::move(tok));
 }

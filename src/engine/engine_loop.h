@@ -5,8 +5,8 @@
 //
 // One step: take new requests and cancellations, plan (Scheduler), run the prefill chunks and
 // every decode row in one ModelRunner::mixed_step (the runner's greedy choice when every decode
-// row is plain greedy, else logits), then sample, detokenize, check stop conditions and push
-// events. No exception escapes the loop: a failing request gets an error event.
+// row is plain greedy, else each sampled row's candidates, the full logits only when those do
+// not decide the draw), then sample, detokenize, check stop conditions and push events. No exception escapes the loop: a failing request gets an error event.
 #pragma once
 #include <array>
 #include <atomic>
@@ -41,6 +41,10 @@ struct EngineLoopOptions {
   // the logits; the tokens and log-probabilities are the Sampler path's. The environment
   // variable OST_LOOP_HOST_SAMPLING=1 turns this off (A/B runs).
   bool runner_greedy = true;
+  // Other decode steps take the runner's candidates for their sampled rows (mixed_step_candidates)
+  // and the full logits of a row only when the candidates do not decide its draw; tokens and
+  // log-probabilities equal the Sampler path's. OST_LOOP_HOST_SAMPLING=1 turns this off too.
+  bool runner_candidates = true;
 };
 
 // Blocks of block_size tokens that kv_memory_mb MB holds at bytes_per_token (the serving loop's
@@ -121,6 +125,7 @@ class EngineLoop {
   void fail(Live& r, const std::string& message);
   Status ensure_vision(Live& r);
   bool emit_token(Live& r, const float* logits);
+  bool emit_candidates(Live& r, const RowCandidates& c);
   bool emit(Live& r, GeneratedToken tok);
 
   std::unique_ptr<ModelRunner> runner_;

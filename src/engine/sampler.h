@@ -2,9 +2,11 @@
 // and the log-probabilities reported to the user.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "core/status.h"
+#include "model/candidates.h"
 
 namespace ost {
 
@@ -46,22 +48,53 @@ struct TokenLogprob {
 std::vector<TokenLogprob> top_logprobs(const float* logits, int vocab, int k, float* logprob_of = nullptr,
                                        int32_t of_token = -1);
 
+// top_logprobs from a runner's candidates (raw_top, raw_max, raw_sum): the normaliser `lse`
+// and the k most likely tokens, exactly as top_logprobs computes them over the full logits;
+// false when the candidates do not decide them (k beyond raw_top, or a normaliser whose f32
+// rounding the sum's error bound leaves open).
+bool candidate_lse(const RowCandidates& c, float& lse);
+bool candidate_top_logprobs(const RowCandidates& c, int vocab, int k, float lse, std::vector<TokenLogprob>& out);
+
+// The draw, from full logits or from a runner's candidates:
+//   x = the logits after penalties (model/candidates.h: apply_transform) and temperature;
+//   temperature 0: the argmax (lowest id on ties); else, with the tokens sorted by x
+//   (descending, ties: lower id) and w_i = exp(x_i - x_max) in double,
+//   n = top_k (when 0 < top_k < vocab) else vocab; Z = Σ_{i<n} w_i in sorted order when n <
+//   vocab, else exp_sum(x) (index order, the whole vocabulary);
+//   top-p keeps the shortest prefix with Σ w >= top_p·Z; min-p then keeps the tokens with
+//   w_i >= min_p (w_0 = 1); the kept mass M is Z when nothing was cut, else Σ of the kept w;
+//   one uniform draw u: r = u·M, subtract w_0, w_1, ... and take the first token where r < 0.
 class Sampler {
  public:
+  // Candidates a runner computes for a sampled row (more when top_k asks for more).
+  static constexpr int kCandidates = 256;
+  static constexpr int kMaxCandidates = 1024;
+
   Sampler(const SamplingParams& p, int vocab);
   // `context` = prompt ids; generated ids are added by accept().
   void set_prompt(const std::vector<int32_t>& prompt);
   int32_t sample(const float* logits);  // does not modify logits
+  // The same choice from a runner's candidates of this step (the vision placeholders excluded
+  // by the runner as the caller of sample() masks them): nullopt when they do not decide it,
+  // the random state then untouched (use sample() on the full logits).
+  std::optional<int32_t> sample(const RowCandidates& c);
   void accept(int32_t id);
+  // What a runner computes for this request's next token (top_logprobs: raw entries wanted).
+  CandidateSpec candidate_spec(int top_logprobs) const;
 
  private:
+  // The index into v[0 .. avail) (sorted values) of the token the draw u picks, or -1 when those
+  // values do not decide it; z_lo <= Z <= z_hi bound the whole-vocabulary normaliser.
+  long pick(const float* v, size_t avail, double z_lo, double z_hi, double u);
+
   SamplingParams p_;
   int vocab_;
   Rng rng_;
-  std::vector<uint8_t> in_context_;      // prompt or generated (repetition penalty)
-  std::vector<int32_t> generated_count_;  // presence / frequency penalties
+  LogitTransform transform_;        // the penalties' parameters and every seen token once
+  std::vector<int32_t> seen_slot_;  // per id: its index in transform_.seen, or -1
   std::vector<float> work_;
   std::vector<int32_t> idx_;
+  std::vector<double> w_;           // exp(v_i - v_0), computed as far as a draw needs
 };
 
 }  // namespace ost

@@ -52,6 +52,9 @@ struct EngineSnapshot {
   int64_t image_queries = 0, image_hits = 0;
   int64_t preemptions = 0, steps = 0;
   int64_t prompt_tokens = 0, generated_tokens = 0;
+  // Sampled decode rows drawn from the runner's candidates; of them, those that needed the full
+  // logits (the candidates did not decide the draw).
+  int64_t candidate_rows = 0, sampling_fallbacks = 0;
   int64_t finished_stop = 0, finished_length = 0, finished_cancelled = 0, finished_error = 0;
   Histogram ttft_s{latency_buckets_s()}, itl_s{latency_buckets_s()}, e2e_s{latency_buckets_s()};
   Histogram batch_size{{1, 2, 4, 8, 16, 32, 64, 128, 256}};

@@ -173,11 +173,14 @@ Result<std::vector<std::string>> build_bodies(const ServeBenchOptions& o, const 
           {{"type", "text"}, {"text", padded_question(o.prompt_tokens, mix(o.seed + 7919 * uint64_t(i)))}});
       json body = {{"messages", json::array({{{"role", "user"}, {"content", std::move(content)}}})},
                    {"max_tokens", o.max_tokens},
-                   {"temperature", 0},
+                   {"temperature", o.temperature},
                    {"stream", true},
                    {"stream_options", {{"include_usage", true}}}};
       if (!model.empty()) body["model"] = model;
       if (o.ignore_eos) body["ignore_eos"] = true;
+      if (o.temperature > 0) body["seed"] = i;
+      if (o.top_p >= 0) body["top_p"] = o.top_p;
+      if (o.top_k >= 0) body["top_k"] = o.top_k;
       bodies[size_t(i)] = body.dump();
     }
   };

@@ -32,6 +32,9 @@ struct ServeBenchOptions {
   int prompt_tokens = 64;  // the question's text, about this many tokens
   int max_tokens = 64;
   bool ignore_eos = false;                  // ask for exactly max_tokens (vLLM, SGLang, llama.cpp know it)
+  double temperature = 0;  // > 0: sampled requests, request i with seed i
+  double top_p = -1;       // < 0: not sent
+  int top_k = -1;          // < 0: not sent
   double slo_ttft_ms = 0, slo_tpot_ms = 0;  // goodput bounds; 0: none
   uint64_t seed = 0;
   int timeout_s = 600;  // per read on a request's connection

@@ -77,6 +77,30 @@ int64_t ModelRunner::kv_bytes_per_token() const {
   return int64_t(t.num_layers) * 2 * t.num_kv_heads * t.head_dim * 4;
 }
 
+Result<MixedStepOutput> ModelRunner::mixed_step_candidates(const std::vector<PrefillChunk>& chunks,
+                                                           const std::vector<SequenceState*>& decode,
+                                                           const std::vector<int32_t>& decode_ids,
+                                                           const std::vector<CandidateSpec>& specs) {
+  if (specs.size() != decode.size())
+    return make_error("mixed_step_candidates: %zu decode rows, %zu specs", decode.size(), specs.size());
+  auto out = mixed_step(chunks, decode, decode_ids, /*greedy=*/false);
+  if (!out) return Error{out.message()};
+  const int vocab = config().text.vocab_size;
+  out->decode_tokens.resize(decode.size());
+  out->decode_candidates.resize(decode.size());
+  for (size_t i = 0; i < decode.size(); ++i) {
+    const float* x = out->decode_logits.data() + i * size_t(vocab);
+    const CandidateSpec& s = specs[i];
+    if (s.top > 0 || s.raw_top > 0) out->decode_candidates[i] = compute_candidates(x, vocab, s, excluded_tokens_);
+    else out->decode_tokens[i] = greedy_token(x, vocab, excluded_tokens_);
+  }
+  return out;
+}
+
+Result<std::vector<float>> ModelRunner::decode_row_logits(int row) {
+  return make_error("decode_row_logits: this runner returns the logits with its candidates");
+}
+
 Status ModelRunner::set_excluded_tokens(const std::vector<int32_t>& ids) {
   if (ids.size() > 15) return make_error("at most 15 excluded token ids (%zu given)", ids.size());
   excluded_tokens_ = ids;

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "model/candidates.h"
 #include "model/qwen3vl.h"
 
 namespace ost {
@@ -32,11 +33,13 @@ struct PrefillChunk {
 };
 
 // What a mixed step gives back: per chunk, the last row's logits (f32 [vocab], empty when not
-// asked); per decode row either the runner's greedy choice or f32 [vocab] logits.
+// asked); per decode row either the runner's greedy choice or f32 [vocab] logits, or with
+// mixed_step_candidates both the greedy choice and the row's candidates.
 struct MixedStepOutput {
   std::vector<std::vector<float>> chunk_logits;
-  std::vector<float> decode_logits;        // [n decode, vocab] unless greedy
-  std::vector<GreedyToken> decode_tokens;  // greedy
+  std::vector<float> decode_logits;        // [n decode, vocab] unless greedy (candidates: host runners)
+  std::vector<GreedyToken> decode_tokens;  // greedy, candidates
+  std::vector<RowCandidates> decode_candidates;  // candidates: per decode row, as its spec asks
 };
 
 class ModelRunner {
@@ -79,6 +82,19 @@ class ModelRunner {
   virtual Result<MixedStepOutput> mixed_step(const std::vector<PrefillChunk>& chunks,
                                              const std::vector<SequenceState*>& decode,
                                              const std::vector<int32_t>& decode_ids, bool greedy);
+  // mixed_step for sampled decode rows without moving their logits: each decode row gets the
+  // candidates its spec asks for (decode_candidates), over the logits with the excluded ids
+  // masked, or when the spec asks for no entries the greedy choice (decode_tokens, as
+  // decode_batch_argmax; a device runner fills decode_tokens for every row). The default runs mixed_step for the logits, keeps them in
+  // decode_logits and computes compute_candidates on the host (rel_error 0). A device runner
+  // computes them there and leaves decode_logits empty: decode_row_logits fetches a row.
+  virtual Result<MixedStepOutput> mixed_step_candidates(const std::vector<PrefillChunk>& chunks,
+                                                        const std::vector<SequenceState*>& decode,
+                                                        const std::vector<int32_t>& decode_ids,
+                                                        const std::vector<CandidateSpec>& specs);
+  // f32 [vocab] logits of decode row `row` of the last mixed_step_candidates that left
+  // decode_logits empty, valid until the runner runs the model again (the default: an error).
+  virtual Result<std::vector<float>> decode_row_logits(int row);
   // Prepares what decode steps of 1 .. max_batch sequences need (the CUDA runner captures its
   // graphs), so the first requests of a server do not pay for it. The default does nothing.
   virtual Status warm_up(int max_batch) { return Status::ok(); }

@@ -341,6 +341,9 @@ std::string ApiServer::metrics_text() const {
         s.image_queries ? double(s.image_hits) / double(s.image_queries) : 0.0);
   counter("ost_preemptions_total", "Sequences preempted (recomputed later) for lack of KV blocks.", s.preemptions);
   counter("ost_engine_steps_total", "Engine steps that ran the model.", s.steps);
+  counter("ost_sampling_candidate_rows_total", "Sampled decode rows drawn from the runner's top-K candidates.",
+          s.candidate_rows);
+  counter("ost_sampling_fallbacks_total", "Of those, rows whose draw needed the full logits.", s.sampling_fallbacks);
   histogram_text(o, "ost_time_to_first_token_seconds", "Time from submission to the first token.", s.ttft_s);
   histogram_text(o, "ost_inter_token_seconds", "Time between consecutive tokens of a request.", s.itl_s);
   histogram_text(o, "ost_e2e_request_seconds", "Time from submission to the end of a request.", s.e2e_s);

@@ -127,6 +127,12 @@ class CudaRunner final : public ModelRunner {
   int64_t kv_bytes_per_token() const override { return int64_t(info_.kv_bytes_per_token); }
   Result<MixedStepOutput> mixed_step(const std::vector<PrefillChunk>& chunks, const std::vector<SequenceState*>& decode,
                                      const std::vector<int32_t>& decode_ids, bool greedy) override;
+  // cuda_candidates.cpp: the sampled rows' candidates computed on the device.
+  Result<MixedStepOutput> mixed_step_candidates(const std::vector<PrefillChunk>& chunks,
+                                                const std::vector<SequenceState*>& decode,
+                                                const std::vector<int32_t>& decode_ids,
+                                                const std::vector<CandidateSpec>& specs) override;
+  Result<std::vector<float>> decode_row_logits(int row) override;
   Result<std::vector<int32_t>> decode_greedy(const std::vector<SequenceState*>& seqs,
                                              const std::vector<int32_t>& ids);
   void release_blocks(const std::vector<int32_t>& blocks);
@@ -267,6 +273,8 @@ class CudaRunner final : public ModelRunner {
   float* attn_partial_ = nullptr;  // decode attention chunks
   int* attn_counters_ = nullptr;   // int32 [kMaxSeqs, n_kv], finished chunks (zero between launches)
   int sm_count_ = 132;
+  Workspace cand_ws_;       // mixed_step_candidates: row parameters, entries, sums
+  int64_t cand_rows_ = 0;   // decode rows of the last mixed_step_candidates
 
   // Paged KV cache: per layer bf16 [num_blocks·kBlock, n_kv, hd] for K and for V.
   std::vector<bf16*> kc_, vc_;
