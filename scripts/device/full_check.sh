@@ -33,11 +33,19 @@ timeout 120 "$BIN/ostrakon" quantize --model $M --out $M-fp8 --format fp8 --quie
 timeout 120 "$BIN/ostrakon" quantize --model $M --out $M-int4 --format int4 --quantize-lm-head --quiet 2>&1 | tee -a "$S"
 rm -rf $M
 for spec in "int8 512x512 128 1" "int8 512x512 128 8" "int4 512x512 128 1" "int4 512x512 128 8" \
-            "fp8 512x512 128 1" "fp8 1280x960 32 1"; do
+            "fp8 512x512 128 1" "fp8 512x512 128 8" "fp8 1280x960 32 1"; do
   set -- $spec
   echo "== bench $spec ($(date +%T))" | tee -a "$S"
   timeout 90 "$BIN/ostrakon" bench engine --model $M-$1 --image-size $2 --prompt-tokens 30 --max-tokens $3 \
     --batch $4 2>&1 | grep -vE "^\s*$" | tee -a "$S"
+done
+# The FP8 KV cache on the INT8 checkpoint (bf16 cache beside it above), and the pool a 1 GB
+# --kv-memory gives each.
+for spec in "bf16 1" "fp8 1" "bf16 32" "fp8 32"; do
+  set -- $spec
+  echo "== bench int8, KV cache $1, batch $2 ($(date +%T))" | tee -a "$S"
+  timeout 90 "$BIN/ostrakon" bench engine --model $M-int8 --image-size 512x512 --prompt-tokens 30 --max-tokens 128 \
+    --batch $2 --kv-cache-dtype $1 --kv-memory 1024 2>&1 | grep -E "kv cache|decode batch|roofline|TTFT" | tee -a "$S"
 done
 
 cat "$ROOT_OUT"/engine/summary.txt "$ROOT_OUT"/serve/summary.txt "$Q"/summary.txt > "$ROOT_OUT/all_summary.txt"

@@ -8,7 +8,8 @@
 # table comes last.
 # Expects the build's bin/ (build-cuda/bin, or BIN=...) and assets/ beside the repo root.
 # REQ, BASE_REQ: requests per bench run (default 256 and 128); REQ16: at concurrency 16 (default
-# REQ); SEPARATE=0 skips the run with mixed steps off.
+# REQ); SEPARATE=0 skips the run with mixed steps off; SAMPLED=0 the sampled run (temperature
+# 0.7, top-k 20, top-p 0.8: Qwen's settings) at concurrency 64.
 set -u
 OUT=${OUT:-$PWD/device-out}
 BIN=${BIN:-build-cuda/bin}
@@ -62,11 +63,12 @@ stop_server() {
   SRV=
 }
 ROWS=()
-bench() {  # NAME LIMIT_S CONC REQUESTS
+bench() {  # NAME LIMIT_S CONC REQUESTS [bench serve ARGS...]
   local name=$1 lim=$2 c=$3 n=$4
-  step "bench $name: --concurrency $c --requests $n"
+  shift 4
+  step "bench $name: --concurrency $c --requests $n $*"
   timeout "$lim" "$BIN/ostrakon" bench serve --url "http://127.0.0.1:$PORT" --concurrency $c --requests $n \
-    --image-size 512x512 --prompt-tokens 30 --max-tokens 128 --ignore-eos --no-progress \
+    --image-size 512x512 --prompt-tokens 30 --max-tokens 128 --ignore-eos --no-progress "$@" \
     > "$OUT/bench_$name.txt" 2>&1
   echo "bench rc=$?" | tee -a "$S"
   cat "$OUT/bench_$name.txt" >> "$S"
@@ -82,6 +84,10 @@ bench() {  # NAME LIMIT_S CONC REQUESTS
 start_server "$BIN/ostrakon" OST_DEFAULTS=1
 bench mixed_c64 100 64 "$REQ"
 bench mixed_c16 80 16 "${REQ16:-$REQ}"
+if [ "${SAMPLED:-1}" = 1 ]; then  # sampled requests: top-K candidates come back, not logits
+  bench sampled_c64 100 64 "$REQ" --temperature 0.7 --top-k 20 --top-p 0.8
+  curl -s "http://127.0.0.1:$PORT/metrics" | grep -E "^ost_sampling" >> "$S"
+fi
 stop_server
 if [ "${SEPARATE:-1}" = 1 ]; then
   start_server "$BIN/ostrakon" OST_MIXED_STEP=0
