@@ -52,7 +52,7 @@ Status CudaRunner::linear(const bf16* x, int64_t n, const bf16* w, const QLinear
     return gemm_.run(x, n, dequant_scratch_, out, in, nullptr, y, s);
   }
   if (!q.w) return gemm_.run(x, n, w, out, in, nullptr, y, s);
-  if (n <= kW8GemvMaxRows) return launch_w8a16_gemv({x, q.w, q.scale, nullptr, y, n, out, in}, s);
+  if (n <= kW8GemvRunnerRows) return launch_w8a16_gemv({x, q.w, q.scale, nullptr, y, n, out, in}, s);
   OST_TRY(launch_dequant_int8({q.w, q.scale, dequant_scratch_, out, in}, s));
   return gemm_.run(x, n, dequant_scratch_, out, in, nullptr, y, s);
 }
