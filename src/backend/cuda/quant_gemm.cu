@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -330,6 +331,114 @@ Result<int> pick_rows(const W8A16Params& p, cudaStream_t s) {
                      [&](int r) { return launch_all(p, r, false, s); });
 }
 
+// From 2 rows of x: the tensor cores (mma.sync m16n8k16, bf16 in, fp32 sums). A block of
+// kMmaWarps warps owns 16 output channels; warp w takes the 64-input slices w, w + kMmaWarps, ...
+// The int8 weights become exact bf16 (through the exact f32 of i8x4_to_f32); up to 32 rows of x
+// are 1..4 column tiles of 8 sharing each A fragment, so the weights are read once. A dot product
+// does not care in which order k runs: in mma step s of a slice, lane (g = lane / 4, t = lane % 4)
+// feeds bytes 4s .. 4s+3 of the 16 it loaded from weight rows g and g + 8 (inputs 16t + 4s ..)
+// as fragment k (2t, 2t+1) and (2t+8, 2t+9), and the same inputs of x row g of each tile as B.
+constexpr int kMmaWarps = 8;
+
+__device__ __forceinline__ uint32_t bf16x2_of(float lo, float hi) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+template <int NT>
+__global__ void __launch_bounds__(kMmaWarps * 32) w8a16_mma_kernel(W8A16Params p) {
+  pdl_trigger();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int64_t o0 = int64_t(blockIdx.x) * 16;
+  const int64_t ra = min(o0 + g, p.out - 1), rb = min(o0 + g + 8, p.out - 1);
+  const int8_t* wa = p.w + ra * p.in + 16 * t;
+  const int8_t* wb = p.w + rb * p.in + 16 * t;
+  const int64_t slices = p.in / 64;
+  pdl_wait();
+  float d[NT][4];
+#pragma unroll
+  for (int j = 0; j < NT; ++j) d[j][0] = d[j][1] = d[j][2] = d[j][3] = 0.0f;
+  auto slice = [&](int64_t k0, uint4 qa, uint4 qb) {
+    uint4 x0[NT], x1[NT];
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      const int64_t m = int64_t(j) * 8 + g;
+      x0[j] = x1[j] = make_uint4(0, 0, 0, 0);
+      if (m < p.n) {
+        const bf16* xr = p.x + m * p.in + k0 + 16 * t;
+        x0[j] = *reinterpret_cast<const uint4*>(xr);
+        x1[j] = *reinterpret_cast<const uint4*>(xr + 8);
+      }
+    }
+    const uint32_t aw[4] = {qa.x, qa.y, qa.z, qa.w}, bw[4] = {qb.x, qb.y, qb.z, qb.w};
+#pragma unroll
+    for (int st = 0; st < 4; ++st) {
+      float fa[4], fb[4];
+      i8x4_to_f32(aw[st], fa);
+      i8x4_to_f32(bw[st], fb);
+      const uint32_t a0 = bf16x2_of(fa[0], fa[1]), a1 = bf16x2_of(fb[0], fb[1]);
+      const uint32_t a2 = bf16x2_of(fa[2], fa[3]), a3 = bf16x2_of(fb[2], fb[3]);
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        const uint32_t xw[8] = {x0[j].x, x0[j].y, x0[j].z, x0[j].w, x1[j].x, x1[j].y, x1[j].z, x1[j].w};
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};\n"
+            : "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])
+            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(xw[2 * st]), "r"(xw[2 * st + 1]));
+      }
+    }
+  };
+  int64_t sl = warp;
+  for (; sl + kMmaWarps < slices; sl += 2 * kMmaWarps) {  // two slices' weights in flight
+    const uint4 qa0 = ld_stream(wa + sl * 64), qb0 = ld_stream(wb + sl * 64);
+    const uint4 qa1 = ld_stream(wa + (sl + kMmaWarps) * 64), qb1 = ld_stream(wb + (sl + kMmaWarps) * 64);
+    slice(sl * 64, qa0, qb0);
+    slice((sl + kMmaWarps) * 64, qa1, qb1);
+  }
+  if (sl < slices) slice(sl * 64, ld_stream(wa + sl * 64), ld_stream(wb + sl * 64));
+
+  __shared__ float red[kMmaWarps][NT][32][4];
+#pragma unroll
+  for (int j = 0; j < NT; ++j)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) red[warp][j][lane][i] = d[j][i];
+  __syncthreads();
+  if (warp < NT) {  // warp j sums tile j
+    const int j = warp;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      float v = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kMmaWarps; ++w) v += red[w][j][lane][i];
+      const int64_t o = o0 + g + (i >= 2 ? 8 : 0), m = int64_t(j) * 8 + 2 * t + (i % 2);
+      if (o < p.out && m < p.n)
+        p.y[m * p.out + o] = __float2bfloat16(v * p.scale[o] + (p.bias ? __bfloat162float(p.bias[o]) : 0.0f));
+    }
+  }
+}
+
+Status launch_mma(const W8A16Params& p, cudaStream_t s) {
+  const dim3 grid(unsigned((p.out + 15) / 16)), block(kMmaWarps * 32);
+  const int nt = int((p.n + 7) / 8);
+  switch (nt) {
+    case 1: OST_CUDA_RET(launch_pdl(w8a16_mma_kernel<1>, grid, block, 0, s, p)); break;
+    case 2: OST_CUDA_RET(launch_pdl(w8a16_mma_kernel<2>, grid, block, 0, s, p)); break;
+    case 3: OST_CUDA_RET(launch_pdl(w8a16_mma_kernel<3>, grid, block, 0, s, p)); break;
+    default: OST_CUDA_RET(launch_pdl(w8a16_mma_kernel<4>, grid, block, 0, s, p)); break;
+  }
+  return Status::ok();
+}
+
+// OST_W8_GEMV=block: no tensor-core kernel (A/B runs).
+bool mma_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("OST_W8_GEMV");
+    return !(e && std::strcmp(e, "block") == 0);
+  }();
+  return on;
+}
+
 // Tiles of up to kTileRows x rows: every tile re-reads the weights (from L2 when they fit).
 Status launch_all(const W8A16Params& p, int R, bool pdl, cudaStream_t s) {
   for (int64_t m0 = 0; m0 < p.n; m0 += kTileRows) {
@@ -356,6 +465,7 @@ Status launch_w8a16_gemv(const W8A16Params& p, cudaStream_t s) {
     return make_error("w8a16_gemv: fusions that do not go together");
   if (p.fuse.norm_w && (reinterpret_cast<uintptr_t>(p.fuse.norm_w) & 15)) return make_error("w8a16_gemv: norm_w alignment");
   int R = p.rows_per_block;
+  if (R <= 0 && !fused && p.n >= 2 && p.in % 64 == 0 && !forced_rows() && mma_enabled()) return launch_mma(p, s);
   if (R <= 0 && !fused && p.n >= 5 && !forced_rows()) return launch_warp(p, s);
   if (R <= 0) {
     auto r = pick_rows(p, s);

@@ -4,8 +4,10 @@
 //   decode (n <= kW8GemvMaxRows): launch_w8a16_gemv streams the weights with 16-byte loads that
 //     skip L1, each 256-thread block owning 1, 2 or 4 output channels whose inputs its threads
 //     split (two chunks per channel in flight), the sums meeting in shared memory; x rows go in
-//     tiles of 8 (the weights are read once per tile); from 5 rows without fusions (and
-//     rows_per_block 0) a warp per two channels instead, the lanes splitting the inputs;
+//     tiles of 8 (the weights are read once per tile); from 2 rows without fusions (and
+//     rows_per_block 0, in % 64 == 0) the tensor cores instead (mma.m16n8k16 on the int8 weights
+//     made exact bf16, up to 32 rows of x as the columns, weights read once), else from 5 rows a
+//     warp per two channels, the lanes splitting the inputs;
 //   larger n (prefill): launch_dequant_int8 widens the matrix into a bf16 scratch and the caller
 //     runs its bf16 GEMM (the product is compute-bound there, the extra pass is small).
 #pragma once
@@ -20,10 +22,11 @@
 namespace ost::cuda {
 
 constexpr int64_t kW8GemvMaxRows = 32;
-// Where the runner stops using the GEMV: above 8 rows the tiles of 8 re-read the weights and the
-// widening + bf16 GEMM is faster (H100, seeded 8B, INT8 batch 32: 32.85 ms per decode step with
-// four GEMV tiles; batch 8 with one tile 8.56 ms).
-constexpr int64_t kW8GemvRunnerRows = 8;
+// Where the runner stops using launch_w8a16_gemv (from 2 rows the tensor-core kernel, which
+// reads the weights once for up to 32 rows; the older warp kernel's tiles of 8 re-read them:
+// H100, seeded 8B, INT8 batch 32 took 32.85 ms per decode step that way, 18.02 ms with the
+// widening + bf16 GEMM).
+constexpr int64_t kW8GemvRunnerRows = 32;
 
 struct W8A16Params {
   const __nv_bfloat16* x = nullptr;  // bf16 [n, in]
