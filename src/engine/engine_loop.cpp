@@ -114,9 +114,10 @@ struct EngineLoop::State {
   uint64_t next_id = 1;
 };
 
-int64_t kv_pool_blocks(int64_t kv_memory_mb, int64_t bytes_per_token, int block_size) {
+int64_t kv_pool_blocks(int64_t kv_memory_mb, int64_t bytes_per_token, int block_size, int64_t runner_pool_tokens) {
   if (bytes_per_token <= 0 || block_size <= 0) return 0;
-  return (kv_memory_mb << 20) / (bytes_per_token * block_size);
+  const int64_t blocks = (kv_memory_mb << 20) / (bytes_per_token * block_size);
+  return runner_pool_tokens > 0 ? std::min(blocks, runner_pool_tokens / block_size) : blocks;
 }
 
 Result<std::unique_ptr<EngineLoop>> EngineLoop::start(std::unique_ptr<ModelRunner> runner, Tokenizer tokenizer,
@@ -138,7 +139,8 @@ Result<std::unique_ptr<EngineLoop>> EngineLoop::start(std::unique_ptr<ModelRunne
   }
   OST_TRY(e->runner_->warm_up(opt.max_running));
   const int64_t bytes_per_token = e->runner_->kv_bytes_per_token();
-  const int64_t blocks = kv_pool_blocks(opt.kv_memory_mb, bytes_per_token, opt.block_size);
+  const int64_t blocks =
+      kv_pool_blocks(opt.kv_memory_mb, bytes_per_token, opt.block_size, e->runner_->kv_pool_tokens());
   if (blocks < 1)
     return make_error("--kv-memory %lld MB holds no block of %d tokens (%lld bytes per token)",
                       (long long)opt.kv_memory_mb, opt.block_size, (long long)bytes_per_token);

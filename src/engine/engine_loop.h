@@ -48,8 +48,9 @@ struct EngineLoopOptions {
 };
 
 // Blocks of block_size tokens that kv_memory_mb MB holds at bytes_per_token (the serving loop's
-// pool size; bench engine prints it).
-int64_t kv_pool_blocks(int64_t kv_memory_mb, int64_t bytes_per_token, int block_size);
+// pool size; bench engine prints it), at most runner_pool_tokens / block_size when the runner has
+// a fixed pool of its own (ModelRunner::kv_pool_tokens > 0).
+int64_t kv_pool_blocks(int64_t kv_memory_mb, int64_t bytes_per_token, int block_size, int64_t runner_pool_tokens = 0);
 
 // A request checked and tokenized, ready for the engine thread.
 struct PreparedRequest {

@@ -101,6 +101,9 @@ class ModelRunner {
   // Bytes one cached token takes (all layers, K and V, scales included); the serving loop sizes
   // its block pool from --kv-memory with it. The default: f32 K and V.
   virtual int64_t kv_bytes_per_token() const;
+  // Tokens the runner's own KV pool holds (the CUDA runner sizes it from free GPU memory), which
+  // bounds the serving loop's pool; 0: no fixed pool (the CPU runner allocates per sequence).
+  virtual int64_t kv_pool_tokens() const { return 0; }
   virtual void set_dump(DumpFn fn) {}
 
  protected:

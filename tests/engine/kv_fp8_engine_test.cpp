@@ -34,6 +34,9 @@ TEST(KvFp8Engine, PoolSizeAndServing) {
   EXPECT_EQ((*r32)->kv_bytes_per_token(), vecs * t.head_dim * 4);
   EXPECT_EQ((*r8)->kv_bytes_per_token(), vecs * (t.head_dim + 4));
   EXPECT_EQ(kv_pool_blocks(1, 1024, 16), 64);
+  EXPECT_EQ(kv_pool_blocks(1, 1024, 16, 800), 50);   // a runner pool of 800 tokens bounds it
+  EXPECT_EQ(kv_pool_blocks(1, 1024, 16, 4096), 64);  // a larger one does not
+  EXPECT_EQ((*r32)->kv_pool_tokens(), 0);            // the CPU runner has no fixed pool
 
   EngineLoopOptions lo;
   lo.kv_memory_mb = 2;

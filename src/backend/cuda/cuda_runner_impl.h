@@ -125,6 +125,7 @@ class CudaRunner final : public ModelRunner {
   Status set_excluded_tokens(const std::vector<int32_t>& ids) override;
   Status warm_up(int max_batch) override;
   int64_t kv_bytes_per_token() const override { return int64_t(info_.kv_bytes_per_token); }
+  int64_t kv_pool_tokens() const override { return num_blocks_ * kBlock; }
   Result<MixedStepOutput> mixed_step(const std::vector<PrefillChunk>& chunks, const std::vector<SequenceState*>& decode,
                                      const std::vector<int32_t>& decode_ids, bool greedy) override;
   // cuda_candidates.cpp: the sampled rows' candidates computed on the device.
