@@ -101,6 +101,7 @@ struct EngineLoop::Live {
   std::string text;
   size_t emitted = 0;
   int generated = 0;
+  int index = 0;  // the choice, for requests of several
   Clock::time_point submitted, last_token;
   bool done = false;
 };
@@ -223,19 +224,30 @@ Result<PreparedRequest> EngineLoop::prepare(const GenerateRequest& req) const {
   return out;
 }
 
-Submitted EngineLoop::submit(PreparedRequest req) {
+Submitted EngineLoop::submit(PreparedRequest req, int n) {
   Submitted res;
-  auto live = std::make_unique<Live>();
-  live->req = std::move(req);
-  live->submitted = Clock::now();
-  live->ch = std::make_shared<RequestChannel>([this] {
+  if (n < 1) {
+    res.code = SubmitCode::kStopped;
+    res.message = "a request needs at least one choice";
+    return res;
+  }
+  res.channel = std::make_shared<RequestChannel>([this] {
     {
       std::lock_guard<std::mutex> l(mu_);
       wake_ = true;
     }
     cv_.notify_all();
   });
-  res.channel = live->ch;
+  std::vector<std::unique_ptr<Live>> choices;
+  for (int i = 0; i < n; ++i) {
+    auto live = std::make_unique<Live>();
+    live->req = i + 1 < n ? req : std::move(req);
+    live->req.sampling.seed += uint64_t(i);
+    live->index = i;
+    live->submitted = Clock::now();
+    live->ch = res.channel;
+    choices.push_back(std::move(live));
+  }
   {
     std::lock_guard<std::mutex> l(mu_);
     if (stop_) {
@@ -243,12 +255,13 @@ Submitted EngineLoop::submit(PreparedRequest req) {
       res.message = "the engine is shutting down";
       return res;
     }
-    if (int64_t(inbox_.size()) + stats_.waiting >= opt_.max_queue) {
+    if (int64_t(inbox_.size()) + stats_.waiting + n > opt_.max_queue) {
       res.code = SubmitCode::kQueueFull;
-      res.message = "the request queue is full (" + std::to_string(opt_.max_queue) + " waiting); retry later";
+      res.message = "the request queue is full (" + std::to_string(opt_.max_queue) + " places, " +
+                    std::to_string(n) + " asked); retry later";
       return res;
     }
-    inbox_.push_back(std::move(live));
+    for (auto& c : choices) inbox_.push_back(std::move(c));
   }
   cv_.notify_all();
   return res;
@@ -334,6 +347,7 @@ void EngineLoop::finish(Live& r, const std::string& reason) {
   e.prompt_tokens = r.seq.num_prompt;
   e.completion_tokens = r.generated;
   e.cached_tokens = r.seq.cached_tokens;
+  e.index = r.index;
   r.ch->push(std::move(e));
   std::lock_guard<std::mutex> l(mu_);
   stats_.e2e_s.observe(seconds_between(r.submitted, Clock::now()));
@@ -350,6 +364,7 @@ void EngineLoop::fail(Live& r, const std::string& message) {
   RequestEvent e;
   e.kind = RequestEvent::Kind::kError;
   e.error = message;
+  e.index = r.index;
   r.ch->push(std::move(e));
   std::lock_guard<std::mutex> l(mu_);
   stats_.finished_error++;
@@ -459,6 +474,7 @@ bool EngineLoop::emit(Live& r, GeneratedToken tok) {
   e.token = std::move(tok);
   e.delta = safe > r.emitted ? r.text.substr(r.emitted, safe - r.emitted) : "";
   r.emitted = std::max(r.emitted, safe);
+  e.index = r.index;
   r.ch->push(std::move(e));
 
   const auto now = Clock::now();

@@ -73,6 +73,7 @@ struct RequestEvent {
   std::string finish_reason;  // stop | length | cancelled
   int64_t prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
   std::string error;          // kError
+  int index = 0;              // which choice of a request of several (submit's n)
 };
 
 // The per-request queue between the engine thread (producer) and one HTTP thread (consumer).
@@ -108,7 +109,10 @@ class EngineLoop {
 
   // Any thread. max_tokens < 0 means "the default": as many as fit, at most -max_tokens.
   Result<PreparedRequest> prepare(const GenerateRequest& req) const;
-  Submitted submit(PreparedRequest req);
+  // n > 1: n independent choices of one request (OpenAI's `n`) on one channel, their events
+  // told apart by RequestEvent::index; choice i samples with seed + i. Each choice takes a
+  // queue place; cancelling the channel cancels them all.
+  Submitted submit(PreparedRequest req, int n = 1);
   EngineSnapshot snapshot() const;
 
   const ModelConfig& config() const { return runner_->config(); }

@@ -1,5 +1,6 @@
 #include "server/api_server.h"
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <sstream>
@@ -184,7 +185,7 @@ void ApiServer::chat(const http::Request& req, http::Conn& c, const std::shared_
     return reply_error(c, route, {400, prepared.message(), "invalid_request_error", too_long ? "messages" : "",
                                   too_long ? "context_length_exceeded" : ""});
   }
-  Submitted sub = eng->submit(std::move(*prepared));
+  Submitted sub = eng->submit(std::move(*prepared), cr.n);
   if (sub.code == SubmitCode::kQueueFull)
     return reply_error(c, route, {429, sub.message, "rate_limit_error", "", "queue_full"});
   if (sub.code != SubmitCode::kOk) return reply_error(c, route, {503, sub.message, "server_error", "", ""});
@@ -199,53 +200,75 @@ void ApiServer::chat(const http::Request& req, http::Conn& c, const std::shared_
     std::lock_guard<std::mutex> l(mu_);
     disconnects_++;
   };
+  // usage over the choices: the prompt once, the completions summed.
+  json usage;
+  auto add_usage = [&](const RequestEvent& ev) {
+    if (usage.is_null()) {
+      usage = usage_json(ev);
+      return;
+    }
+    const int64_t gen = usage["completion_tokens"].get<int64_t>() + ev.completion_tokens;
+    usage["completion_tokens"] = gen;
+    usage["total_tokens"] = usage["prompt_tokens"].get<int64_t>() + gen;
+  };
+  int open = cr.n;  // choices not done yet
 
   if (cr.stream) {
     count(route, 200);
     if (!c.begin_chunked(200, "text/event-stream", {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}}))
       return gone();
-    auto chunk = [&](const json& delta, const json& finish, const json& logprobs) {
+    auto chunk = [&](int index, const json& delta, const json& finish, const json& logprobs) {
       json j = {{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", model},
-                {"choices", json::array({{{"index", 0}, {"delta", delta}, {"logprobs", logprobs},
+                {"choices", json::array({{{"index", index}, {"delta", delta}, {"logprobs", logprobs},
                                           {"finish_reason", finish}}})}};
       if (cr.include_usage) j["usage"] = nullptr;
       return "data: " + dump(j) + "\n\n";
     };
-    if (!c.send_chunk(chunk({{"role", "assistant"}, {"content", ""}}, nullptr, nullptr))) return gone();
-    ToolStream tools(cr.tools);
+    std::string first;
+    for (int i = 0; i < cr.n; ++i) first += chunk(i, {{"role", "assistant"}, {"content", ""}}, nullptr, nullptr);
+    if (!c.send_chunk(first)) return gone();
+    std::vector<ToolStream> tools(size_t(cr.n), ToolStream(cr.tools));
     for (;;) {
       RequestEvent ev;
       if (!ch.pop(ev, std::chrono::milliseconds(100))) {
         if (c.peer_gone()) return gone();
         continue;
       }
+      ToolStream& ts = tools[size_t(ev.index)];
       if (ev.kind == RequestEvent::Kind::kToken) {
-        const std::string text = tools.add(ev.delta);
+        const std::string text = ts.add(ev.delta);
         if (text.empty() && !cr.logprobs) continue;
         json lp = nullptr;
         if (cr.logprobs)
           lp = {{"content", json::array({token_logprob_json(eng->tokenizer(), ev.token)})}};
-        if (!c.send_chunk(chunk({{"content", text}}, nullptr, lp))) return gone();
+        if (!c.send_chunk(chunk(ev.index, {{"content", text}}, nullptr, lp))) return gone();
       } else if (ev.kind == RequestEvent::Kind::kDone) {
         std::string out;
         ParsedToolCalls calls;
         json finish = ev.finish_reason;
-        if (tools.finish(calls)) {
-          out += chunk({{"tool_calls", tool_calls_json(calls.calls, true)}}, nullptr, nullptr);
+        if (ts.finish(calls)) {
+          out += chunk(ev.index, {{"tool_calls", tool_calls_json(calls.calls, true)}}, nullptr, nullptr);
           if (ev.finish_reason == "stop") finish = "tool_calls";
-        } else if (!tools.rest().empty()) {
-          out += chunk({{"content", tools.rest()}}, nullptr, nullptr);
+        } else if (!ts.rest().empty()) {
+          out += chunk(ev.index, {{"content", ts.rest()}}, nullptr, nullptr);
         }
-        out += chunk(json::object(), finish, nullptr);
-        if (cr.include_usage) {
-          json u = {{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", model},
-                    {"choices", json::array()}, {"usage", usage_json(ev)}};
-          out += "data: " + dump(u) + "\n\n";
+        out += chunk(ev.index, json::object(), finish, nullptr);
+        add_usage(ev);
+        if (--open == 0) {
+          if (cr.include_usage) {
+            json u = {{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", model},
+                      {"choices", json::array()}, {"usage", usage}};
+            out += "data: " + dump(u) + "\n\n";
+          }
+          out += "data: [DONE]\n\n";
         }
-        out += "data: [DONE]\n\n";
-        if (!c.send_chunk(out) || !c.end_chunked()) return gone();
-        return;
+        if (!c.send_chunk(out)) return gone();
+        if (open == 0) {
+          if (!c.end_chunked()) return gone();
+          return;
+        }
       } else {
+        ch.cancel();  // the other choices are not wanted any more
         const std::string out = "data: " + error_body({500, ev.error, "server_error", "", ""}) + "\n\ndata: [DONE]\n\n";
         c.send_chunk(out);
         c.end_chunked();
@@ -254,8 +277,9 @@ void ApiServer::chat(const http::Request& req, http::Conn& c, const std::shared_
     }
   }
 
-  std::string text;
-  json logprobs = json::array();
+  std::vector<std::string> texts(size_t(cr.n));
+  std::vector<json> logprobs(size_t(cr.n), json::array());
+  json choices = json::array();
   // Nothing is written until the end, so a client that left is noticed only by looking: also
   // while tokens keep coming, or a long answer would run to max_tokens for nobody.
   auto next_look = std::chrono::steady_clock::now();
@@ -267,26 +291,32 @@ void ApiServer::chat(const http::Request& req, http::Conn& c, const std::shared_
       next_look = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
     }
     if (!got) continue;
+    const size_t i = size_t(ev.index);
     if (ev.kind == RequestEvent::Kind::kToken) {
-      text += ev.delta;
-      if (cr.logprobs) logprobs.push_back(token_logprob_json(eng->tokenizer(), ev.token));
+      texts[i] += ev.delta;
+      if (cr.logprobs) logprobs[i].push_back(token_logprob_json(eng->tokenizer(), ev.token));
     } else if (ev.kind == RequestEvent::Kind::kDone) {
-      json message = {{"role", "assistant"}, {"content", text}};
+      json message = {{"role", "assistant"}, {"content", texts[i]}};
       json finish = ev.finish_reason;
       ParsedToolCalls calls;
-      if (cr.tools && parse_tool_calls(text, calls)) {
+      if (cr.tools && parse_tool_calls(texts[i], calls)) {
         message["content"] = calls.content.empty() ? json(nullptr) : json(calls.content);
         message["tool_calls"] = tool_calls_json(calls.calls, false);
         if (ev.finish_reason == "stop") finish = "tool_calls";
       }
-      json choice = {{"index", 0},
-                     {"message", message},
-                     {"logprobs", cr.logprobs ? json{{"content", logprobs}} : json(nullptr)},
-                     {"finish_reason", finish}};
-      json j = {{"id", id},       {"object", "chat.completion"},       {"created", created},
-                {"model", model}, {"choices", json::array({choice})}, {"usage", usage_json(ev)}};
+      choices.push_back({{"index", ev.index},
+                         {"message", message},
+                         {"logprobs", cr.logprobs ? json{{"content", logprobs[i]}} : json(nullptr)},
+                         {"finish_reason", finish}});
+      add_usage(ev);
+      if (--open > 0) continue;
+      std::sort(choices.begin(), choices.end(),
+                [](const json& a, const json& b) { return a["index"].get<int>() < b["index"].get<int>(); });
+      json j = {{"id", id},       {"object", "chat.completion"}, {"created", created},
+                {"model", model}, {"choices", choices},         {"usage", usage}};
       return reply(c, route, 200, dump(j));
     } else {
+      ch.cancel();
       return reply_error(c, route, {500, ev.error, "server_error", "", ""});
     }
   }

@@ -310,7 +310,7 @@ void parse(const json& j, const std::vector<std::string>& raw_tools, const Reque
   g.max_tokens = -lim.default_max_tokens;  // "as many as fit", see EngineLoop::prepare
   if (present(j, "max_completion_tokens")) g.max_tokens = int(get_int(j, "max_completion_tokens", 1, 1 << 24));
   else if (present(j, "max_tokens")) g.max_tokens = int(get_int(j, "max_tokens", 1, 1 << 24));
-  if (present(j, "n") && get_int(j, "n", 1, 1) != 1) fail("only n = 1 is supported", "n");
+  if (present(j, "n")) out.n = int(get_int(j, "n", 1, kMaxChoices));
   SamplingParams& s = g.sampling;
   s.temperature = 1.0f;  // OpenAI's default
   if (present(j, "temperature")) s.temperature = float(get_number(j, "temperature", 0, 2));

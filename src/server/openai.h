@@ -36,7 +36,9 @@ struct ChatRequest {
   bool logprobs = false;
   int top_logprobs = 0;
   bool tools = false;  // tools were given (and tool_choice is not "none"): parse tool calls in the answer
+  int n = 1;           // choices (kMaxChoices at most)
 };
+constexpr int kMaxChoices = 16;
 
 // false + err on any problem with the request.
 bool parse_chat_request(const std::string& body, const RequestLimits& lim, ChatRequest& out, ApiError& err);

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "server/openai.h"
@@ -143,6 +144,72 @@ TEST(Api, StreamingWithIncludeUsage) {
   for (size_t i = 0; i + 2 < events.size(); ++i) EXPECT_TRUE(json::parse(events[i])["usage"].is_null());
 }
 
+// n choices: each its own sample (choice i draws with seed + i, so choice 0 is the n = 1
+// answer of the same seed), greedy choices all alike, usage counting the prompt once; streamed,
+// every chunk names its choice and each choice ends with its own finish_reason.
+TEST(Api, SeveralChoices) {
+  TestServer& s = shared();
+  const json msgs = user_text("Read the price tag");
+  auto r = s.post({{"messages", msgs}, {"max_tokens", 6}, {"seed", 11}, {"n", 3}, {"logprobs", true}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto j = json::parse(r.body);
+  ASSERT_EQ(j["choices"].size(), 3u);
+  std::set<std::string> texts;
+  for (int i = 0; i < 3; ++i) {
+    const json& c = j["choices"][size_t(i)];
+    EXPECT_EQ(c["index"], i);
+    EXPECT_EQ(c["finish_reason"], "length");
+    EXPECT_EQ(c["logprobs"]["content"].size(), 6u);
+    texts.insert(c["message"]["content"].get<std::string>());
+  }
+  EXPECT_GT(texts.size(), 1u) << "sampled choices should differ";
+  EXPECT_EQ(j["usage"]["completion_tokens"], 18);
+  const int prompt = j["usage"]["prompt_tokens"].get<int>();
+  EXPECT_EQ(j["usage"]["total_tokens"], prompt + 18);
+  for (int i = 0; i < 3; ++i) {  // choice i is the one-choice answer of seed 11 + i
+    auto one = s.post({{"messages", msgs}, {"max_tokens", 6}, {"seed", 11 + i}});
+    ASSERT_EQ(one.status, 200);
+    EXPECT_EQ(json::parse(one.body)["choices"][0]["message"]["content"], j["choices"][size_t(i)]["message"]["content"]);
+  }
+
+  auto g = json::parse(s.post({{"messages", msgs}, {"max_tokens", 5}, {"temperature", 0}, {"n", 2}}).body);
+  ASSERT_EQ(g["choices"].size(), 2u);
+  EXPECT_EQ(g["choices"][0]["message"]["content"], g["choices"][1]["message"]["content"]);
+
+  auto st = s.post({{"messages", msgs}, {"max_tokens", 4}, {"seed", 11}, {"n", 3}, {"stream", true},
+                    {"stream_options", {{"include_usage", true}}}});
+  ASSERT_EQ(st.status, 200);
+  std::vector<std::string> streamed(3);
+  std::vector<int> finishes(3, 0);
+  json usage;
+  bool done = false;
+  for (size_t p = 0; (p = st.body.find("data: ", p)) != std::string::npos;) {
+    const size_t e = st.body.find("\n\n", p);
+    ASSERT_NE(e, std::string::npos);
+    const std::string ev = st.body.substr(p + 6, e - p - 6);
+    p = e + 2;
+    if (ev == "[DONE]") {
+      done = true;
+      continue;
+    }
+    auto c = json::parse(ev);
+    if (c["choices"].empty()) {
+      usage = c["usage"];
+      continue;
+    }
+    const int i = c["choices"][0]["index"].get<int>();
+    ASSERT_TRUE(i >= 0 && i < 3);
+    const json& d = c["choices"][0]["delta"];
+    if (d.contains("content")) streamed[size_t(i)] += d["content"].get<std::string>();
+    if (!c["choices"][0]["finish_reason"].is_null()) finishes[size_t(i)]++;
+  }
+  EXPECT_TRUE(done);
+  EXPECT_EQ(finishes, std::vector<int>({1, 1, 1}));
+  EXPECT_EQ(usage["completion_tokens"], 12);
+  auto ns = json::parse(s.post({{"messages", msgs}, {"max_tokens", 4}, {"seed", 11}, {"n", 3}}).body);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(streamed[size_t(i)], ns["choices"][size_t(i)]["message"]["content"]);
+}
+
 // Tools: the definitions reach the prompt (more prompt tokens), tool turns and assistant calls
 // are accepted, tool_choice "none" leaves the tools out, and malformed tool fields are 400s.
 // (The demo model's random weights do not call tools; parsing is tested in ToolStreamHoldsBack
@@ -236,7 +303,8 @@ TEST(Api, BadRequestsGetTheRightStatus) {
   expect_error(s.post({{"messages", user_text("x")}, {"temperature", "hot"}}), 400, "temperature");
   expect_error(s.post({{"messages", user_text("x")}, {"max_tokens", 1.5}}), 400, "max_tokens");
   expect_error(s.post({{"messages", user_text("x")}, {"stop", 3}}), 400, "stop");
-  expect_error(s.post({{"messages", user_text("x")}, {"n", 2}}), 400);
+  expect_error(s.post({{"messages", user_text("x")}, {"n", 0}}), 400);
+  expect_error(s.post({{"messages", user_text("x")}, {"n", server::kMaxChoices + 1}}), 400, "n");
   expect_error(s.post({{"messages", json::array({{{"role", "robot"}, {"content", "x"}}})}}), 400, "role");
   expect_error(s.post({{"messages", json::array({image_message("data:image/png;base64,@@@@", "x")})}}), 400,
                "base64");
