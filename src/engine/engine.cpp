@@ -47,6 +47,17 @@ Result<PreprocessOptions> preprocess_options(const PreprocessorConfig& pc, int64
   return po;
 }
 
+Result<PreprocessOptions> image_preprocess_options(const PreprocessorConfig& pc, const GenerateRequest& req,
+                                                   size_t i) {
+  const bool low = i < req.detail.size() && req.detail[i] == ImageDetail::kLow;
+  if (!low) return preprocess_options(pc, req.min_pixels, req.max_pixels);
+  const int64_t f = int64_t(pc.patch_size) * pc.merge_size;
+  int64_t cap = kLowDetailTokens * f * f;
+  if (req.max_pixels > 0) cap = std::min(cap, req.max_pixels);
+  // The request's min_pixels yields to the low-detail cap.
+  return preprocess_options(pc, req.min_pixels > 0 ? std::min(req.min_pixels, cap) : 0, cap);
+}
+
 Result<std::unique_ptr<Engine>> Engine::load(const std::string& dir, const EngineOptions& opt) {
   if (opt.device != "cpu" && opt.device != "cuda" && opt.device != "auto")
     return make_error("unknown device \"%s\" (expected cpu, cuda or auto)", opt.device.c_str());
@@ -106,10 +117,10 @@ Result<GenerateResult> Engine::generate(const GenerateRequest& req, const TokenC
   GenerateResult res;
   auto t0 = std::chrono::steady_clock::now();
 
-  // Images -> patches (per-request pixel bounds override the model's).
+  // Images -> patches (per-request pixel bounds and image detail override the model's).
   auto pop = preprocess_options(model_->preprocessor(), req.min_pixels, req.max_pixels);
   if (!pop) return Error{pop.message()};
-  const PreprocessOptions& po = *pop;
+  const PreprocessOptions& po = *pop;  // the normalisation, the same for every image
   // A runner that cuts the patches itself (on the GPU) gets the resized RGB8 images and the
   // normalisation table instead of the f32 patches (an eighth of the bytes to move).
   const bool rgb = model_->takes_rgb();
@@ -117,7 +128,9 @@ Result<GenerateResult> Engine::generate(const GenerateRequest& req, const TokenC
   std::vector<Image> resized(req.images.size());
   std::vector<const Image*> rgb_images;
   for (size_t i = 0; i < req.images.size(); ++i) {
-    auto p = rgb ? plan_patches(req.images[i], po, &resized[i]) : preprocess_image(req.images[i], po);
+    auto po_i = image_preprocess_options(model_->preprocessor(), req, i);
+    if (!po_i) return make_error("image %zu: %s", i + 1, po_i.message().c_str());
+    auto p = rgb ? plan_patches(req.images[i], *po_i, &resized[i]) : preprocess_image(req.images[i], *po_i);
     if (!p) return make_error("image %zu: %s", i + 1, p.message().c_str());
     res.image_grids.push_back({p->grid_t, p->grid_h, p->grid_w});
     patches.push_back(std::move(*p));

@@ -21,9 +21,15 @@ struct EngineOptions {
   quant::QuantConfig quant;     // quantize the text decoder's bf16 linears at load (run --quant)
 };
 
+// OpenAI's image_url.detail: kLow caps the image at kLowDetailTokens vision tokens (after
+// the merge), for quick answers; kAuto and kHigh use the request's bounds.
+enum class ImageDetail : uint8_t { kAuto, kLow, kHigh };
+constexpr int64_t kLowDetailTokens = 256;
+
 struct GenerateRequest {
   std::vector<ChatMessage> messages;  // images appear as ContentPart::kImage, in order
   std::vector<Image> images;          // one per image part, in order of appearance
+  std::vector<ImageDetail> detail;    // per image, or empty (all kAuto)
   int64_t min_pixels = 0;             // 0: the model's preprocessor_config
   int64_t max_pixels = 0;
   SamplingParams sampling;
@@ -59,6 +65,9 @@ struct GenerateResult {
 // The model's image preprocessing with per-request pixel bounds (0: the model's own). A bound
 // given alone that conflicts with the model's other bound moves that one; two given bounds
 // that conflict are an error.
+// Image i of req: the request's bounds, and for a low-detail image at most kLowDetailTokens
+// merged tokens (max_pixels = kLowDetailTokens · (patch · merge)², smaller if the request's is).
+Result<PreprocessOptions> image_preprocess_options(const PreprocessorConfig& pc, const GenerateRequest& req, size_t i);
 Result<PreprocessOptions> preprocess_options(const PreprocessorConfig& pc, int64_t min_pixels = 0,
                                              int64_t max_pixels = 0);
 

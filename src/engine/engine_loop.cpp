@@ -186,11 +186,11 @@ Result<PreparedRequest> EngineLoop::prepare(const GenerateRequest& req) const {
     return make_error("%zu images given for %d image parts", req.images.size(), count_images(req.messages));
   PreparedRequest out;
   const PreprocessorConfig& pc = runner_->preprocessor();
-  auto pop = preprocess_options(pc, req.min_pixels, req.max_pixels);
-  if (!pop) return Error{pop.message()};
-  const PreprocessOptions& po = *pop;
+  if (auto bounds = preprocess_options(pc, req.min_pixels, req.max_pixels); !bounds) return Error{bounds.message()};
   for (size_t i = 0; i < req.images.size(); ++i) {
-    auto p = preprocess_image(req.images[i], po);
+    auto po = image_preprocess_options(pc, req, i);
+    if (!po) return make_error("image %zu: %s", i + 1, po.message().c_str());
+    auto p = preprocess_image(req.images[i], *po);
     if (!p) return make_error("image %zu: %s", i + 1, p.message().c_str());
     out.grids.push_back({p->grid_t, p->grid_h, p->grid_w});
     out.image_hashes.push_back(hash64(p->pixel_values.data(), p->pixel_values.size() * sizeof(float)));

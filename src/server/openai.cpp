@@ -260,7 +260,16 @@ void parse(const json& j, const std::vector<std::string>& raw_tools, const Reque
           if (++n_images > lim.max_images)
             fail("too many images: at most " + std::to_string(lim.max_images) + " per request", pp, 400,
                  "too_many_images");
+          ImageDetail detail = ImageDetail::kAuto;
+          if (iu.is_object() && iu.contains("detail")) {
+            const json& d = iu["detail"];
+            if (d == "low") detail = ImageDetail::kLow;
+            else if (d == "high") detail = ImageDetail::kHigh;
+            else if (d != "auto")
+              fail(pp + ".image_url.detail must be \"auto\", \"low\" or \"high\"", pp + ".image_url.detail");
+          }
           g.images.push_back(load_image_url(url, lim, pp + ".image_url", n_images));
+          g.detail.push_back(detail);
           cm.content.push_back(ContentPart::make_image());
         } else {
           fail(pp + ".type \"" + type + "\" is not supported (text, image_url)", pp + ".type");
@@ -326,6 +335,19 @@ void parse(const json& j, const std::vector<std::string>& raw_tools, const Reque
   if (present(j, "repetition_penalty")) {
     s.repetition_penalty = float(get_number(j, "repetition_penalty", 0, 100));
     if (s.repetition_penalty <= 0) fail("'repetition_penalty' must be > 0", "repetition_penalty");
+  }
+  // vLLM's per-request preprocessing bounds for Qwen-VL models: {"min_pixels", "max_pixels"}.
+  if (present(j, "mm_processor_kwargs")) {
+    const json& k = j["mm_processor_kwargs"];
+    if (!k.is_object()) fail("'mm_processor_kwargs' must be an object", "mm_processor_kwargs");
+    for (const auto& [key, v] : k.items()) {
+      if (key != "min_pixels" && key != "max_pixels")
+        fail("'mm_processor_kwargs." + key + "' is not supported (min_pixels, max_pixels)", "mm_processor_kwargs");
+      const int64_t px = get_int(k, key.c_str(), 1, lim.max_image_pixels);
+      (key == "min_pixels" ? g.min_pixels : g.max_pixels) = px;
+    }
+    if (g.min_pixels > 0 && g.max_pixels > 0 && g.min_pixels > g.max_pixels)
+      fail("'mm_processor_kwargs.min_pixels' exceeds 'max_pixels'", "mm_processor_kwargs");
   }
   if (present(j, "seed")) {
     const json& v = j["seed"];

@@ -210,6 +210,36 @@ TEST(Api, SeveralChoices) {
   for (int i = 0; i < 3; ++i) EXPECT_EQ(streamed[size_t(i)], ns["choices"][size_t(i)]["message"]["content"]);
 }
 
+// Per-request image bounds: mm_processor_kwargs shrinks the image (fewer prompt tokens), and
+// image_url.detail is checked ("low" caps at 256 vision tokens; this image has fewer anyway).
+TEST(Api, ImageBoundsPerRequest) {
+  TestServer& s = shared();
+  const std::string url = png_data_url("shelf_300x200.png");
+  auto tokens = [&](json extra, const json& detail) {
+    json msg = image_message(url, "Count the facings.");
+    if (!detail.is_null()) msg["content"][0]["image_url"]["detail"] = detail;
+    json body = {{"messages", json::array({msg})}, {"max_tokens", 1}};
+    body.update(extra);
+    auto r = s.post(body);
+    EXPECT_EQ(r.status, 200) << r.body;
+    return json::parse(r.body)["usage"]["prompt_tokens"].get<int>();
+  };
+  const int full = tokens(json::object(), nullptr);
+  // 300x200 -> 320x224 by default (70 merged tokens); at most 16,384 pixels -> 128x96 (12).
+  const int small = tokens({{"mm_processor_kwargs", {{"min_pixels", 1024}, {"max_pixels", 16384}}}}, nullptr);
+  EXPECT_EQ(full - small, 70 - 12);
+  EXPECT_EQ(tokens(json::object(), "low"), full);
+  EXPECT_EQ(tokens(json::object(), "high"), full);
+  json bad = image_message(url, "x");
+  bad["content"][0]["image_url"]["detail"] = "medium";
+  expect_error(s.post({{"messages", json::array({bad})}}), 400, "detail");
+  expect_error(s.post({{"messages", user_text("x")}, {"mm_processor_kwargs", {{"max_pixels", 0}}}}), 400);
+  expect_error(s.post({{"messages", user_text("x")}, {"mm_processor_kwargs", {{"fps", 2}}}}), 400, "fps");
+  expect_error(s.post({{"messages", user_text("x")},
+                       {"mm_processor_kwargs", {{"min_pixels", 5000}, {"max_pixels", 4000}}}}),
+               400, "exceeds");
+}
+
 // Tools: the definitions reach the prompt (more prompt tokens), tool turns and assistant calls
 // are accepted, tool_choice "none" leaves the tools out, and malformed tool fields are 400s.
 // (The demo model's random weights do not call tools; parsing is tested in ToolStreamHoldsBack
