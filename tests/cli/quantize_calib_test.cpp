@@ -3,9 +3,9 @@
 // round-to-nearest, and wrong uses are refused with the problem named.
 #include <gtest/gtest.h>
 
-#include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "common/shell.h"
 #include "common/temp_dir.h"
 #include "core/file_util.h"
 
@@ -14,22 +14,8 @@ namespace {
 
 const std::string kTiny = std::string(OST_TEST_DATA) + "/qwen3vl-tiny";
 
-struct Output {
-  int code = -1;
-  std::string out;
-};
-
-Output sh(const std::string& cmd) {
-  Output o;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return o;
-  char buf[65536];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) o.out.append(buf, n);
-  int st = pclose(p);
-  o.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return o;
-}
+// Runs cmd with stderr folded into the output.
+testing::Output shell(const std::string& cmd) { return testing::sh(cmd + " 2>&1"); }
 
 class QuantizeCalib : public ::testing::Test {
  protected:
@@ -37,7 +23,7 @@ class QuantizeCalib : public ::testing::Test {
     dir_ = new testing::TempDir();
     std::string tok = std::string(OST_ASSETS) + "/qwen3/tokenizer.json";
     ASSERT_TRUE(file_exists(tok)) << "run scripts/setup.sh to fetch " << tok;
-    auto r = sh(std::string(OST_BIN) + " make-test-model --quiet --config " + kTiny + " --seed 20261124 --out " +
+    auto r = shell(std::string(OST_BIN) + " make-test-model --quiet --config " + kTiny + " --seed 20261124 --out " +
                 model() + " --tokenizer " + tok);
     ASSERT_EQ(r.code, 0) << r.out;
     ASSERT_TRUE(write_file(prompts(), "What is on the shelf?\n\nRead the poster.\r\nCount the colours.\n").is_ok());
@@ -55,7 +41,7 @@ TEST_F(QuantizeCalib, WritesAwqCheckpointAndReport) {
   testing::TempDir tmp;
   const std::string out = tmp / "int4-awq", rep = tmp / "report.md";
   // 2 images and 3 prompts: 3 samples (image k mod 2 with prompt k mod 3).
-  auto r = sh(quantize() + " --out " + out + " --format int4 --group-size 32 --calib-images " + kTiny +
+  auto r = shell(quantize() + " --out " + out + " --format int4 --group-size 32 --calib-images " + kTiny +
               "/images --calib-prompts " + prompts() + " --continuation 4 --report " + rep);
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("AWQ on 3 samples"), std::string::npos) << r.out;
@@ -73,12 +59,12 @@ TEST_F(QuantizeCalib, WritesAwqCheckpointAndReport) {
                         "| layer | q/k/v α |"})
     EXPECT_NE(md->find(s), std::string::npos) << s;
   // It runs like any INT4 checkpoint.
-  auto run = sh(std::string(OST_BIN) + " run --device cpu --model " + out + " --prompt hello --max-tokens 4");
-  EXPECT_EQ(run.code, 0) << run.out;
+  auto ran = shell(std::string(OST_BIN) + " run --device cpu --model " + out + " --prompt hello --max-tokens 4");
+  EXPECT_EQ(ran.code, 0) << ran.out;
 }
 
 TEST_F(QuantizeCalib, TextOnlyReportOnly) {
-  auto r = sh(quantize() + " --format int4 --group-size 32 --calib-prompts " + prompts() +
+  auto r = shell(quantize() + " --format int4 --group-size 32 --calib-prompts " + prompts() +
               " --report-only --continuation 2 --calib-rows 16");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("AWQ on 3 samples"), std::string::npos) << r.out;
@@ -104,7 +90,7 @@ TEST_F(QuantizeCalib, Errors) {
       {" --format int4 --group-size 32 --calib-images " + (tmp / "nodir") + o, "--calib-images"},
   };
   for (const Case& c : cases) {
-    auto r = sh(quantize() + c.args);
+    auto r = shell(quantize() + c.args);
     EXPECT_NE(r.code, 0) << c.args;
     EXPECT_NE(r.out.find(c.expect), std::string::npos) << c.args << "\n" << r.out;
   }

@@ -26,34 +26,16 @@
 namespace ost {
 namespace {
 
-using testing::Golden;
 using testing::TempDir;
 
 constexpr int kGroup = 32;  // the tiny model's dims are small
-
-std::vector<EvalCase> fixture_cases() {
-  Golden& g = Golden::get();
-  std::vector<EvalCase> cases;
-  for (const char* name : testing::kCases) {
-    EvalCase c;
-    c.name = name;
-    c.ids = g.ids(name);
-    c.grid_thw = g.grids(name);
-    if (g.has(std::string(name) + ".pixel_values")) {
-      c.pixel_values = g.f32(std::string(name) + ".pixel_values");
-      c.num_patches = g.tensor(std::string(name) + ".pixel_values").shape[0];
-    }
-    cases.push_back(std::move(c));
-  }
-  return cases;
-}
 
 // The bf16 tiny model, its calibration on the fixture cases, the search, and the AWQ and
 // round-to-nearest INT4 checkpoints, made once per process.
 struct Awq {
   TempDir dir;
   std::string bf16 = dir / "bf16", awq = dir / "awq", rtn = dir / "rtn";
-  std::vector<EvalCase> cases = fixture_cases();
+  std::vector<EvalCase> cases = testing::golden_eval_cases();
   AwqCalibration cal;
   AwqResult res;
   static Awq& get() {
