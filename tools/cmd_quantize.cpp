@@ -206,6 +206,10 @@ int cmd_quantize(int argc, char** argv) {
   opt.quant = qc;
   std::optional<AwqResult> awq;
   if (calib) {
+    // What the writer would refuse, before the calibration pass.
+    QuantizeOptions check = opt;
+    check.dry_run = true;
+    if (auto sum = quantize_checkpoint(check); !sum) return fail(sum.message(), 1);
     auto t0 = std::chrono::steady_clock::now();
     auto cases = calibration_cases(*ref, args->get("calib-images"), args->get("calib-prompts"));
     if (!cases) return fail(cases.message(), 1);

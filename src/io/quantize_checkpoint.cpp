@@ -174,6 +174,7 @@ Result<QuantizeSummary> quantize_checkpoint(const QuantizeOptions& opt) {
     extra = nlohmann::ordered_json::parse(opt.quant_config_extra, nullptr, false);
     if (!extra.is_object()) return make_error("quantize: quant_config_extra is not a JSON object");
   }
+  if (opt.dry_run) return sum;
 
   ::mkdir(opt.out_dir.c_str(), 0755);
   if (!is_directory(opt.out_dir)) return make_error("cannot create folder %s", opt.out_dir.c_str());

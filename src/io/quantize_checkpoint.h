@@ -31,6 +31,7 @@ struct QuantizeOptions {
   // tensors. A name, size or dtype that does not fit is an error before anything is written.
   std::map<std::string, TensorEdit> edits;
   std::string quant_config_extra;  // a JSON object whose keys are added to quantization_config
+  bool dry_run = false;  // every check, nothing written (bytes_out stays 0)
 };
 
 struct QuantizeSummary {

@@ -88,11 +88,14 @@ TEST_F(QuantizeCalib, Errors) {
       {" --format int4 --group-size 32 --calib-prompts " + (tmp / "missing.txt") + o, "--calib-prompts"},
       {" --format int4 --group-size 32 --calib-images " + tmp.path() + o, "no jpg, png or webp file in"},
       {" --format int4 --group-size 32 --calib-images " + (tmp / "nodir") + o, "--calib-images"},
+      // the writer's checks come before the calibration pass
+      {" --format int4 --group-size 1000 --calib-prompts " + prompts() + o, "not divisible by the int4 group size 1000"},
   };
   for (const Case& c : cases) {
     auto r = shell(quantize() + c.args);
     EXPECT_NE(r.code, 0) << c.args;
     EXPECT_NE(r.out.find(c.expect), std::string::npos) << c.args << "\n" << r.out;
+    EXPECT_EQ(r.out.find("AWQ on"), std::string::npos) << c.args;
   }
   EXPECT_FALSE(file_exists(tmp / "o/model.safetensors"));
 }
