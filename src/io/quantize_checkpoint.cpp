@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -44,6 +45,56 @@ float to_f32(DType t, const uint8_t* p) {
   }
 }
 
+// f32 -> a 1-D tensor's dtype (BF16, F16 or F32), round to nearest even.
+void from_f32(DType t, float v, uint8_t* p) {
+  if (t == DType::BF16) {
+    const bf16_t b = f32_to_bf16(v);
+    std::memcpy(p, &b, 2);
+  } else if (t == DType::F16) {
+    const uint16_t h = f32_to_f16(v);
+    std::memcpy(p, &h, 2);
+  } else {
+    std::memcpy(p, &v, 4);
+  }
+}
+
+// Every edit names a tensor of the plan and fits it (see QuantizeOptions::edits).
+Status check_edits(const QuantizeOptions& opt, const Checkpoint& ck, const std::vector<std::string>& quantized) {
+  std::vector<std::string> problems;
+  for (const auto& [name, e] : opt.edits) {
+    const TensorInfo* t = ck.find(name);
+    if (!t) {
+      problems.push_back(name + ": no such tensor");
+      continue;
+    }
+    if (!e.col_scale.empty() || !e.row_scale.empty()) {
+      if (std::find(quantized.begin(), quantized.end(), name) == quantized.end())
+        problems.push_back(name + ": scales fold only into a matrix that is converted");
+      else if ((!e.col_scale.empty() && int64_t(e.col_scale.size()) != t->shape[1]) ||
+               (!e.row_scale.empty() && int64_t(e.row_scale.size()) != t->shape[0]))
+        problems.push_back(name + ": the scales do not match its shape");
+    }
+    if (!e.values.empty()) {
+      if (t->shape.size() != 1 || int64_t(e.values.size()) != t->numel()) {
+        problems.push_back(name + ": new values fit only a 1-D tensor of the same size");
+        continue;
+      }
+      uint8_t buf[4];
+      for (float v : e.values) {
+        from_f32(t->dtype, v, buf);
+        if (to_f32(t->dtype, buf) != v) {
+          problems.push_back(name + ": a new value is not exact in " + dtype_name(t->dtype));
+          break;
+        }
+      }
+    }
+  }
+  if (problems.empty()) return Status::ok();
+  std::string msg = "quantize: edits that cannot be applied:";
+  for (auto& p : problems) msg += "\n  " + p;
+  return Error{msg};
+}
+
 Status copy_file(const std::string& from, const std::string& to) {
   auto data = read_file(from);
   if (!data) return Error{data.message()};
@@ -51,6 +102,17 @@ Status copy_file(const std::string& from, const std::string& to) {
 }
 
 }  // namespace
+
+void apply_scales(const TensorEdit& e, int64_t rows, int64_t cols, float* w) {
+#pragma omp parallel for schedule(static) if (rows * cols >= (1 << 18))
+  for (int64_t r = 0; r < rows; ++r) {
+    float* wr = w + r * cols;
+    if (!e.col_scale.empty())
+      for (int64_t c = 0; c < cols; ++c) wr[c] *= e.col_scale[size_t(c)];
+    if (!e.row_scale.empty())
+      for (int64_t c = 0; c < cols; ++c) wr[c] *= e.row_scale[size_t(r)];
+  }
+}
 
 Result<QuantizeSummary> quantize_checkpoint(const QuantizeOptions& opt) {
   const quant::QuantConfig& q = opt.quant;
@@ -106,6 +168,14 @@ Result<QuantizeSummary> quantize_checkpoint(const QuantizeOptions& opt) {
     return Error{msg};
   }
 
+  OST_TRY(check_edits(opt, *ck, sum.quantized));
+  nlohmann::ordered_json extra = nlohmann::ordered_json::object();
+  if (!opt.quant_config_extra.empty()) {
+    extra = nlohmann::ordered_json::parse(opt.quant_config_extra, nullptr, false);
+    if (!extra.is_object()) return make_error("quantize: quant_config_extra is not a JSON object");
+  }
+  if (opt.dry_run) return sum;
+
   ::mkdir(opt.out_dir.c_str(), 0755);
   if (!is_directory(opt.out_dir)) return make_error("cannot create folder %s", opt.out_dir.c_str());
 
@@ -123,6 +193,7 @@ Result<QuantizeSummary> quantize_checkpoint(const QuantizeOptions& opt) {
     qc["scale_dtype"] = q.format == quant::Format::INT4 ? "float16" : "float32";
   }
   qc["modules_to_not_convert"] = not_converted;
+  for (auto it = extra.begin(); it != extra.end(); ++it) qc[it.key()] = it.value();
   cj["quantization_config"] = qc;
   OST_TRY(write_file(opt.out_dir + "/config.json", cj.dump(2) + "\n"));
   if (DIR* d = opendir(opt.in_dir.c_str())) {
@@ -167,8 +238,14 @@ Result<QuantizeSummary> quantize_checkpoint(const QuantizeOptions& opt) {
   FillFn fill = [&](const TensorSpec& s, int64_t first, int64_t count, uint8_t* out) {
     const OutTensor& o = *by_name.at(s.name);
     const TensorInfo& t = ck->get(o.src);
+    const auto edit = opt.edits.find(o.src);
+    const TensorEdit* e = edit == opt.edits.end() ? nullptr : &edit->second;
     if (o.role == Role::Copy) {
       const size_t es = dtype_size(t.dtype);
+      if (e && !e->values.empty()) {
+        for (int64_t i = 0; i < count; ++i) from_f32(t.dtype, e->values[size_t(first + i)], out + size_t(i) * es);
+        return;
+      }
       std::memcpy(out, t.data + size_t(first) * es, size_t(count) * es);
       return;
     }
@@ -178,6 +255,7 @@ Result<QuantizeSummary> quantize_checkpoint(const QuantizeOptions& opt) {
       std::vector<float> f(size_t(rows * cols));
 #pragma omp parallel for schedule(static)
       for (int64_t i = 0; i < rows * cols; ++i) f[size_t(i)] = to_f32(t.dtype, t.data + size_t(i) * es);
+      if (e) apply_scales(*e, rows, cols, f.data());
       quant::resize_for(qm, q.format, rows, cols, q.group_size);
       quant::quantize_rows(qm, 0, rows, f.data());
       cached = o.src;

@@ -58,6 +58,24 @@ void compare_logits(const float* ref, const float* q, int64_t n, int64_t vocab, 
   }
 }
 
+Result<std::vector<float>> prefill_case(ModelRunner& m, const EvalCase& c, const std::vector<int32_t>& ids,
+                                        bool all_logits, int64_t extra_capacity, std::unique_ptr<SequenceState>* seq) {
+  VisionOutput vis;
+  if (!c.pixel_values.empty()) {
+    VisionInput in{c.pixel_values.data(), c.num_patches, c.grid_thw};
+    auto v = m.encode_images(in);
+    if (!v) return Error{v.message()};
+    vis = std::move(*v);
+  }
+  auto pos = compute_mrope_positions(ids, c.grid_thw, m.config());
+  if (!pos) return Error{pos.message()};
+  auto s = m.new_sequence(int64_t(ids.size()) + extra_capacity);
+  if (!s) return Error{s.message()};
+  auto lg = m.prefill(**s, ids, *pos, c.pixel_values.empty() ? nullptr : &vis, all_logits);
+  if (seq) *seq = std::move(*s);
+  return lg;
+}
+
 namespace {
 
 // Teacher-forced pass over ids: all logits, and the per-layer outputs (chunks appended).
@@ -69,24 +87,13 @@ struct Pass {
 Result<Pass> run_pass(ModelRunner& m, const EvalCase& c, const std::vector<int32_t>& ids) {
   Pass p;
   p.layers.resize(size_t(m.config().text.num_layers));
-  VisionOutput vis;
-  if (!c.pixel_values.empty()) {
-    VisionInput in{c.pixel_values.data(), c.num_patches, c.grid_thw};
-    auto v = m.encode_images(in);
-    if (!v) return Error{v.message()};
-    vis = std::move(*v);
-  }
-  auto pos = compute_mrope_positions(ids, c.grid_thw, m.config());
-  if (!pos) return Error{pos.message()};
-  auto seq = m.new_sequence(int64_t(ids.size()) + 1);
-  if (!seq) return Error{seq.message()};
   m.set_dump([&](const std::string& name, int layer, const float* data, const std::vector<int64_t>& shape) {
     if (name != "txt.layer_out" || layer < 0 || size_t(layer) >= p.layers.size()) return;
     int64_t n = 1;
     for (auto d : shape) n *= d;
     p.layers[size_t(layer)].insert(p.layers[size_t(layer)].end(), data, data + n);
   });
-  auto lg = m.prefill(**seq, ids, *pos, c.pixel_values.empty() ? nullptr : &vis, true);
+  auto lg = prefill_case(m, c, ids, true);
   m.set_dump({});
   if (!lg) return Error{lg.message()};
   p.logits = std::move(*lg);
@@ -97,25 +104,15 @@ Result<Pass> run_pass(ModelRunner& m, const EvalCase& c, const std::vector<int32
 Result<std::vector<int32_t>> continue_greedy(ModelRunner& m, const EvalCase& c, int n) {
   std::vector<int32_t> ids = c.ids;
   if (n <= 0) return ids;
-  VisionOutput vis;
-  if (!c.pixel_values.empty()) {
-    VisionInput in{c.pixel_values.data(), c.num_patches, c.grid_thw};
-    auto v = m.encode_images(in);
-    if (!v) return Error{v.message()};
-    vis = std::move(*v);
-  }
-  auto pos = compute_mrope_positions(ids, c.grid_thw, m.config());
-  if (!pos) return Error{pos.message()};
-  auto seq = m.new_sequence(int64_t(ids.size()) + n + 1);
-  if (!seq) return Error{seq.message()};
-  auto lg = m.prefill(**seq, ids, *pos, c.pixel_values.empty() ? nullptr : &vis, false);
+  std::unique_ptr<SequenceState> seq;
+  auto lg = prefill_case(m, c, ids, false, n + 1, &seq);
   if (!lg) return Error{lg.message()};
   const int64_t V = m.config().text.vocab_size;
   for (int i = 0; i < n; ++i) {
     const int32_t next = int32_t(std::max_element(lg->begin(), lg->begin() + V) - lg->begin());
     ids.push_back(next);
     if (i + 1 == n) break;
-    lg = m.decode(**seq, next);
+    lg = m.decode(*seq, next);
     if (!lg) return Error{lg.message()};
   }
   return ids;

@@ -11,6 +11,7 @@
 // per-layer relative L2.
 #pragma once
 #include <array>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,12 @@ struct LogitStats {
   double top1_confident() const { return confident ? double(confident_agree) / double(confident) : 0.0; }
   void add(const LogitStats& o);
 };
+
+// Prefills ids (c's prompt, or it continued) with c's images into a new sequence of m: logits
+// f32 [ids, vocab] if all_logits, else the last row's. seq (optional) receives the sequence.
+Result<std::vector<float>> prefill_case(ModelRunner& m, const EvalCase& c, const std::vector<int32_t>& ids,
+                                        bool all_logits, int64_t extra_capacity = 1,
+                                        std::unique_ptr<SequenceState>* seq = nullptr);
 
 // Adds the comparison of logits f32 [n, vocab] to s.
 void compare_logits(const float* ref, const float* q, int64_t n, int64_t vocab, float margin, LogitStats& s);

@@ -108,6 +108,7 @@ Status text_forward(const ModelConfig& cfg, const TextWeights& w, KvCache& cache
     ops::matmul(h.data(), n, L.gate.w, nullptr, gate.data());
     ops::matmul(h.data(), n, L.up.w, nullptr, up.data());
     ops::silu_mul(gate.data(), up.data(), n * I, gate.data());
+    dump("txt.ffn_act", l, gate.data(), {n, I});  // down's input
     ops::matmul(gate.data(), n, L.down.w, nullptr, h.data());
     dump("txt.ffn_out", l, h.data(), {n, H});
     ops::add(x.data(), h.data(), n * H, x.data());

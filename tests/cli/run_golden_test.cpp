@@ -5,6 +5,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "common/shell.h"
 #include "common/temp_dir.h"
 #include "core/file_util.h"
 #include "io/safetensors.h"
@@ -15,29 +16,8 @@ namespace {
 using nlohmann::json;
 const std::string kTiny = std::string(OST_TEST_DATA) + "/qwen3vl-tiny";
 
-struct Output {
-  int code = -1;
-  std::string out;
-};
-
-// Runs a shell command; stdout captured, stderr folded in when asked.
-Output sh(const std::string& cmd) {
-  Output o;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return o;
-  char buf[65536];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) o.out.append(buf, n);
-  int st = pclose(p);
-  o.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return o;
-}
-
-std::string q(const std::string& s) {  // shell quoting
-  std::string r = "'";
-  for (char c : s) r += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return r + "'";
-}
+using testing::q;
+using testing::sh;
 
 class RunGolden : public ::testing::Test {
  protected:

@@ -16,6 +16,7 @@
 #include "core/file_util.h"
 #include "io/safetensors.h"
 #include "io/seeded.h"
+#include "model/quant_report.h"
 #include "model/qwen3vl.h"
 
 namespace ost::testing {
@@ -136,6 +137,24 @@ inline VisionOutput encode_case(Qwen3VLModel& m, const std::string& c) {
   auto r = m.encode_images(in);
   EXPECT_TRUE(r.is_ok()) << r.message();
   return r ? std::move(*r) : VisionOutput{};
+}
+
+// The golden cases as report inputs (prompt ids, patches, grids).
+inline std::vector<EvalCase> golden_eval_cases() {
+  Golden& g = Golden::get();
+  std::vector<EvalCase> cases;
+  for (const char* name : kCases) {
+    EvalCase c;
+    c.name = name;
+    c.ids = g.ids(name);
+    c.grid_thw = g.grids(name);
+    if (g.has(std::string(name) + ".pixel_values")) {
+      c.pixel_values = g.f32(std::string(name) + ".pixel_values");
+      c.num_patches = g.tensor(std::string(name) + ".pixel_values").shape[0];
+    }
+    cases.push_back(std::move(c));
+  }
+  return cases;
 }
 
 }  // namespace ost::testing

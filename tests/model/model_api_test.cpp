@@ -126,6 +126,7 @@ TEST(ModelDump, NamesLayersAndShapes) {
   for (int l = 0; l < cfg.text.num_layers; ++l) {
     for (const char* name : {"txt.attn_norm", "txt.attn_out", "txt.ffn_norm", "txt.ffn_out", "txt.layer_out"})
       EXPECT_EQ(shape(name, l), (std::vector<int64_t>{T, H})) << name << " " << l;
+    EXPECT_EQ(shape("txt.ffn_act", l), (std::vector<int64_t>{T, cfg.text.intermediate_size})) << l;
     EXPECT_EQ(shape("txt.q", l), (std::vector<int64_t>{T, cfg.text.num_heads, cfg.text.head_dim}));
     EXPECT_EQ(shape("txt.k", l), (std::vector<int64_t>{T, cfg.text.num_kv_heads, cfg.text.head_dim}));
     EXPECT_EQ(shape("txt.attn", l), (std::vector<int64_t>{T, cfg.text.num_heads, cfg.text.head_dim}));

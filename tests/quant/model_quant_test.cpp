@@ -27,7 +27,6 @@
 namespace ost {
 namespace {
 
-using testing::Golden;
 using testing::TempDir;
 
 // The bf16 tiny checkpoint and its int8 / fp8 / int4 versions (embedding table included, the
@@ -68,22 +67,6 @@ struct Models {
   }
 };
 
-std::vector<EvalCase> golden_cases() {
-  Golden& g = Golden::get();
-  std::vector<EvalCase> cases;
-  for (const char* name : testing::kCases) {
-    EvalCase c;
-    c.name = name;
-    c.ids = g.ids(name);
-    c.grid_thw = g.grids(name);
-    if (g.has(std::string(name) + ".pixel_values")) {
-      c.pixel_values = g.f32(std::string(name) + ".pixel_values");
-      c.num_patches = g.tensor(std::string(name) + ".pixel_values").shape[0];
-    }
-    cases.push_back(std::move(c));
-  }
-  return cases;
-}
 
 TEST(QuantModel, WrittenConfigAndTensors) {
   Models& m = Models::get();
@@ -160,7 +143,7 @@ TEST(QuantModel, LoadTimeQuantizationEqualsWrittenCheckpoint) {
   auto b = load_cpu_runner(m.path(quant::Format::INT8));
   ASSERT_TRUE(a.is_ok()) << a.message();
   ASSERT_TRUE(b.is_ok()) << b.message();
-  auto cases = golden_cases();
+  auto cases = testing::golden_eval_cases();
   auto rep = compare_runners(**a, **b, {cases[1]}, 4);
   ASSERT_TRUE(rep.is_ok()) << rep.message();
   EXPECT_EQ(rep->total.sq_err, 0.0);
@@ -340,7 +323,7 @@ TEST(QuantModel, QwenPublishedFp8LayoutLoads) {
   ASSERT_TRUE(ref.is_ok() && own.is_ok()) << own.message();
   ASSERT_TRUE(pub32.is_ok()) << pub32.message();
   ASSERT_TRUE(pub16.is_ok()) << pub16.message();
-  auto cases = golden_cases();
+  auto cases = testing::golden_eval_cases();
   auto same = compare_runners(**own, **pub32, {cases[1]}, 4);
   ASSERT_TRUE(same.is_ok()) << same.message();
   std::printf("published layout, f32 scales vs ours: rel L2 %.2e (%lld of %lld codes differ)\n",
@@ -396,7 +379,7 @@ TEST(QuantModel, Int4F32ScaleCheckpointLoads) {
   write_f32_scale_int4(m.path(quant::Format::INT4), dir / "nudged", 1.0f + 1.0f / 16384.0f);
   auto own = load_cpu_runner(m.path(quant::Format::INT4));
   ASSERT_TRUE(own.is_ok()) << own.message();
-  auto cases = golden_cases();
+  auto cases = testing::golden_eval_cases();
   for (const char* v : {"exact", "nudged"}) {
     auto cfg = load_folder_configs(dir / v);
     ASSERT_TRUE(cfg.is_ok()) << cfg.message();
@@ -416,7 +399,7 @@ TEST(QuantModel, AccuracyReport) {
   Models& m = Models::get();
   auto ref = load_cpu_runner(m.bf16);
   ASSERT_TRUE(ref.is_ok());
-  auto cases = golden_cases();
+  auto cases = testing::golden_eval_cases();
   struct Bound {
     quant::Format f;
     double rel_l2, kl, top1;
