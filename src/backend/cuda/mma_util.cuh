@@ -39,6 +39,23 @@ __device__ __forceinline__ void i8x4_to_f32(uint32_t w, float* f) {
   f[3] = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7443)) - 8388736.0f;
 }
 
+// The 4 int8 of a word as exact bf16 pairs (bytes 0, 1 and 2, 3), 4 instructions a pair: the low
+// 7 bits of each byte in the mantissa of 128.0 give 128 + (b & 127), from which one packed
+// subtraction takes 128, or 256 where the sign bit is set.
+__device__ __forceinline__ void i8x4_to_bf16x2(uint32_t w, uint32_t& lo, uint32_t& hi) {
+  const uint32_t p[2] = {__byte_perm(w, 0u, 0x4140), __byte_perm(w, 0u, 0x4342)};  // bytes to the 16-bit lanes
+  uint32_t r[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const uint32_t m = (p[i] & 0x007F007Fu) | 0x43004300u, sub = (p[i] & 0x00800080u) | 0x43004300u;
+    const __nv_bfloat162 d =
+        __hsub2(*reinterpret_cast<const __nv_bfloat162*>(&m), *reinterpret_cast<const __nv_bfloat162*>(&sub));
+    r[i] = *reinterpret_cast<const uint32_t*>(&d);
+  }
+  lo = r[0];
+  hi = r[1];
+}
+
 __device__ __forceinline__ uint32_t bf16x2_of(float lo, float hi) {
   const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&h);

@@ -154,10 +154,7 @@ __global__ void __launch_bounds__(kThreads, 2) quant_gemm_kernel(Args p) {
           b[nt][0] = bf16x2_of(q0 * sz.x, q1 * sz.x);
           b[nt][1] = bf16x2_of(q2 * sz.x, q3 * sz.x);
         } else {
-          float f[4];
-          i8x4_to_f32(*reinterpret_cast<const uint32_t*>(ws + nt * 8 * WS + 16 * s), f);
-          b[nt][0] = bf16x2_of(f[0], f[1]);  // exact: integers of magnitude <= 128
-          b[nt][1] = bf16x2_of(f[2], f[3]);
+          i8x4_to_bf16x2(*reinterpret_cast<const uint32_t*>(ws + nt * 8 * WS + 16 * s), b[nt][0], b[nt][1]);
         }
       }
 #pragma unroll
