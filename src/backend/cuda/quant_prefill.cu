@@ -1,8 +1,8 @@
-// Prefill GEMMs on INT8 / INT4 weights (quant_prefill.h). A block's 64-input step reads 128·64
-// weight bytes (INT8; half that for INT4) and BM·64 bf16 of x for BM·128·64 multiply-adds, so from
-// ~100 rows of x the product is bound by the tensor cores (mma.sync: about 60% of the H100's
-// 989 TFLOP/s dense bf16) rather than by the weight stream, which the widening path reads once and
-// writes and reads again as bf16 (3 + 2 bytes per weight instead of 1 or 0.5).
+// Prefill GEMMs on INT8 / INT4 weights (quant_prefill.h). A block's 64-input step reads 64 weight
+// bytes (INT8; 32 for INT4) per channel and BM·64 bf16 of x for BM·BN·64 multiply-adds, so with
+// 64 or 128 rows of x the tensor cores, not the weight stream, set the pace; the widening path
+// instead moves 1 + 2 + 2 bytes per weight (read, write bf16, read bf16; INT4: 0.5 + 2 + 2)
+// before its GEMM starts.
 //
 // The k-order trick of the decode kernels: a dot product does not care in which order k runs, so
 // in mma step s (inputs 16s .. 16s + 15 of the stage) lane (g = lane / 4, t = lane % 4) feeds as
