@@ -303,7 +303,7 @@ TEST(CudaQuant, QuantPrefillRunnerPaths) {
     runner_matches_cpu(quant::Format::INT8, true);
     runner_matches_cpu(quant::Format::INT4, true);
   }
-  quant_gemm_force(kQuantGemmAuto);
+  quant_gemm_unforce();
 }
 
 // Group 128 on a text model of 128 / 384 inputs: every decode GEMV on one variant at a time.

@@ -247,17 +247,18 @@ Args args_of(const W4A16GemmParams& p) {
   return {p.x, p.w, nullptr, p.scale, p.zero, p.bias, p.y, p.n, p.out, p.in, p.group};
 }
 
-std::atomic<int> g_forced{kQuantGemmAuto};
+std::atomic<int> g_forced{-1};  // -1: not forced (the env switch decides)
 
 int mode() {
   static const int env = [] {
     const char* e = std::getenv("OST_QUANT_GEMM");
-    if (e && std::strcmp(e, "widen") == 0) return int(kQuantGemmWiden);
+    // Until the kernel has been checked and timed on a GPU, widening stays the default.
+    if (e && std::strcmp(e, "auto") == 0) return int(kQuantGemmAuto);
     if (e && std::strcmp(e, "mma") == 0) return int(kQuantGemmMma);
-    return int(kQuantGemmAuto);
+    return int(kQuantGemmWiden);
   }();
   const int forced = g_forced.load(std::memory_order_relaxed);
-  return forced ? forced : env;
+  return forced >= 0 ? forced : env;
 }
 
 // n rounded up to a power of two (from 64): the rows a choice is timed for and kept by.
@@ -317,6 +318,7 @@ Status launch_w4a16_gemm(const W4A16GemmParams& p, cudaStream_t s) {
 }
 
 void quant_gemm_force(QuantGemmMode m) { g_forced.store(int(m), std::memory_order_relaxed); }
+void quant_gemm_unforce() { g_forced.store(-1, std::memory_order_relaxed); }
 
 Status run_w8a16_prefill(const W8A16GemmParams& p, const std::function<Status()>& widen, cudaStream_t s) {
   return run_prefill<false>(p, w8_applies(p), 0, widen, s);

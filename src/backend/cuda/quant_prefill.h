@@ -14,10 +14,11 @@
 // Needs in % 64 == 0 (INT4: group % 64 == 0) and 16-byte aligned x and w; other shapes get an
 // error (the caller then widens the matrix and runs the bf16 GEMM).
 //
-// run_*_prefill pick between this kernel (each tile size) and the widening path the caller passes
-// in: the fastest, timed once per (n rounded up to a power of two, out, in) on the call's own
-// operands. The env switch OST_QUANT_GEMM=widen|mma forces either (A/B runs; mma still times the
-// tile sizes); OST_QUANT_GEMM_LOG=1 prints each timing.
+// run_*_prefill take the widening path the caller passes in unless OST_QUANT_GEMM says otherwise:
+// `auto` picks the fastest of this kernel (each tile size) and widening, timed once per (n
+// rounded up to a power of two, out, in) on the call's own operands; `mma` forces the kernel
+// (still timing the tile sizes). The kernel has not yet run on a GPU, hence the opt-in.
+// OST_QUANT_GEMM_LOG=1 prints each timing.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -56,11 +57,13 @@ struct W4A16GemmParams {
 };
 Status launch_w4a16_gemm(const W4A16GemmParams& p, cudaStream_t s);
 
-// Which path run_*_prefill take: kQuantGemmAuto (OST_QUANT_GEMM, else timed), kQuantGemmWiden,
+// Which path run_*_prefill take: kQuantGemmAuto (OST_QUANT_GEMM: widen unless `auto` or `mma`), kQuantGemmWiden,
 // kQuantGemmMma (the kernel above wherever it applies, the tile sizes timed).
 enum QuantGemmMode : int { kQuantGemmAuto = 0, kQuantGemmWiden = 1, kQuantGemmMma = 2 };
-// Makes later calls take `m` (kQuantGemmAuto: the env switch and timed choice again); for tests.
+// Makes later calls take `m` (kQuantGemmAuto: the timed choice); quant_gemm_unforce gives the
+// choice back to the env switch. For tests.
 void quant_gemm_force(QuantGemmMode m);
+void quant_gemm_unforce();
 
 // y = x · Wᵀ by the kernel above or by `widen` (dequantize + bf16 GEMM into p.y).
 Status run_w8a16_prefill(const W8A16GemmParams& p, const std::function<Status()>& widen, cudaStream_t s);
