@@ -14,10 +14,12 @@
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/int4_gemm.h"
 #include "backend/cuda/quant_gemm.h"
+#include "backend/cuda/quant_prefill.h"
 #include "backend/ops.h"
 #include "common/temp_dir.h"
 #include "core/bf16.h"
 #include "cuda_test_util.h"
+#include "quant_test_util.h"
 #include "io/seeded.h"
 #include "quant/quant.h"
 
@@ -25,12 +27,6 @@ namespace ost::testing {
 namespace {
 
 using namespace ost::cuda;
-
-ops::WeightView int8_view(const quant::QuantizedMatrix& m) {
-  ops::WeightView w{ops::WType::INT8, m.data.data(), m.rows, m.cols};
-  w.scale = m.scale.data();
-  return w;
-}
 
 TEST(CudaQuant, W8A16GemvMatchesCpu) {
   OST_REQUIRE_GPU();
@@ -101,39 +97,6 @@ TEST(CudaQuant, DequantInt8Exact) {
       }
     EXPECT_EQ(bad, 0) << sh.rows << "x" << sh.cols;
   }
-}
-
-// The CUDA runner against the CPU runner, both with the same quantized weights (INT4 is widened to
-// bf16 on the GPU), prefill and decode (the fused GEMVs).
-ops::WeightView int4_view(const quant::QuantizedMatrix& m) {
-  ops::WeightView w{ops::WType::INT4, m.data.data(), m.rows, m.cols};
-  w.scale = m.scale.data();
-  w.zero = m.zero.data();
-  w.group = m.group;
-  return w;
-}
-
-struct Int4Dev {
-  std::unique_ptr<DevBuf<uint8_t>> w, zero;
-  std::unique_ptr<DevBuf<__half>> scale;
-};
-
-// The GPU copy: nibbles and zero points as they are, the scales as f16 (the f32 values the
-// quantizer keeps are f16 values, so the conversion is exact).
-Int4Dev int4_to_dev(const quant::QuantizedMatrix& m) {
-  Int4Dev d;
-  d.w = std::make_unique<DevBuf<uint8_t>>(m.data.size());
-  d.zero = std::make_unique<DevBuf<uint8_t>>(m.zero.size());
-  d.scale = std::make_unique<DevBuf<__half>>(m.scale.size());
-  std::vector<uint16_t> h(m.scale.size());
-  for (size_t i = 0; i < h.size(); ++i) {
-    h[i] = f32_to_f16(m.scale[i]);
-    EXPECT_EQ(f16_to_f32(h[i]), m.scale[i]) << "scale " << i << " is not an f16 value";
-  }
-  EXPECT_EQ(cudaMemcpy(d.w->p, m.data.data(), m.data.size(), cudaMemcpyHostToDevice), cudaSuccess);
-  EXPECT_EQ(cudaMemcpy(d.zero->p, m.zero.data(), m.zero.size(), cudaMemcpyHostToDevice), cudaSuccess);
-  EXPECT_EQ(cudaMemcpy(d.scale->p, h.data(), h.size() * 2, cudaMemcpyHostToDevice), cudaSuccess);
-  return d;
 }
 
 struct Int4Shape {
@@ -296,7 +259,7 @@ void runner_matches_cpu(quant::Format format, bool wide = false) {
   auto sc = (*c)->new_sequence(64);
   auto sg = (*g)->new_sequence(64);
   ASSERT_TRUE(sc.is_ok() && sg.is_ok());
-  auto lc = (*c)->prefill(**sc, ids, *pos, nullptr, true);  // 40 rows: the dequant + GEMM path
+  auto lc = (*c)->prefill(**sc, ids, *pos, nullptr, true);  // 40 rows: the prefill GEMM path (quant_prefill.h)
   auto lg = (*g)->prefill(**sg, ids, *pos, nullptr, true);
   ASSERT_TRUE(lc.is_ok() && lg.is_ok()) << lg.message();
   EXPECT_LE(rel_l2(*lg, *lc), 2e-2);
@@ -326,6 +289,21 @@ TEST(CudaQuant, FusedDecodeRunnerMatchesCpu) {
 TEST(CudaQuant, Int4RunnerMatchesCpuInt4Runner) {
   OST_REQUIRE_GPU();
   runner_matches_cpu(quant::Format::INT4);
+}
+
+// The 40-row prefill through each path of quant_prefill.h, forced: the GEMM on the quantized
+// weights (INT8 on the tiny model, whose down_proj's 160 inputs still widen; INT4 with group 128
+// on the wide one) and the widening path.
+TEST(CudaQuant, QuantPrefillRunnerPaths) {
+  OST_REQUIRE_GPU();
+  for (QuantGemmMode m : {kQuantGemmMma, kQuantGemmWiden}) {
+    SCOPED_TRACE(m == kQuantGemmMma ? "mma" : "widen");
+    quant_gemm_force(m);
+    runner_matches_cpu(quant::Format::INT8);
+    runner_matches_cpu(quant::Format::INT8, true);
+    runner_matches_cpu(quant::Format::INT4, true);
+  }
+  quant_gemm_unforce();
 }
 
 // Group 128 on a text model of 128 / 384 inputs: every decode GEMV on one variant at a time.

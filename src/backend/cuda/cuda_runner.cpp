@@ -48,13 +48,19 @@ Status CudaRunner::linear(const bf16* x, int64_t n, const bf16* w, const QLinear
   if (q.q4) {
     if (n <= kW4GemvMaxRows)
       return launch_w4a16_gemv({x, q.q4, q.scale4, q.zero, nullptr, y, n, out, in, q.group}, s);
-    OST_TRY(launch_dequant_int4({q.q4, q.scale4, q.zero, dequant_scratch_, out, in, q.group}, s));
-    return gemm_.run(x, n, dequant_scratch_, out, in, nullptr, y, s);
+    auto widen = [&]() -> Status {
+      OST_TRY(launch_dequant_int4({q.q4, q.scale4, q.zero, dequant_scratch_, out, in, q.group}, s));
+      return gemm_.run(x, n, dequant_scratch_, out, in, nullptr, y, s);
+    };
+    return run_w4a16_prefill({x, q.q4, q.scale4, q.zero, nullptr, y, n, out, in, q.group}, widen, s);
   }
   if (!q.w) return gemm_.run(x, n, w, out, in, nullptr, y, s);
   if (n <= kW8GemvRunnerRows) return launch_w8a16_gemv({x, q.w, q.scale, nullptr, y, n, out, in}, s);
-  OST_TRY(launch_dequant_int8({q.w, q.scale, dequant_scratch_, out, in}, s));
-  return gemm_.run(x, n, dequant_scratch_, out, in, nullptr, y, s);
+  auto widen = [&]() -> Status {
+    OST_TRY(launch_dequant_int8({q.w, q.scale, dequant_scratch_, out, in}, s));
+    return gemm_.run(x, n, dequant_scratch_, out, in, nullptr, y, s);
+  };
+  return run_w8a16_prefill({x, q.w, q.scale, nullptr, y, n, out, in}, widen, s);
 }
 
 Status CudaRunner::fused_linear(const bf16* x, int64_t n, const bf16* w, const QLinear& q, int64_t out, int64_t in,

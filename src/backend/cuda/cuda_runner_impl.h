@@ -15,6 +15,7 @@
 #include "backend/cuda/int4_gemm.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/quant_gemm.h"
+#include "backend/cuda/quant_prefill.h"
 #include "model/runner.h"
 #include "model/weights.h"
 
@@ -206,8 +207,9 @@ class CudaRunner final : public ModelRunner {
   Result<bool> upload_fp8(const std::vector<const ops::WeightView*>& parts, QLinear& out);
   // The same for INT4 views (in and group multiples of 32, one group size; else false: bf16).
   Result<bool> upload_int4(const std::vector<const ops::WeightView*>& parts, QLinear& out);
-  // y = x · Wᵀ through the W8A16 / W4A16 kernel (q.w / q.q4 set, n <= 32), dequantize + bf16
-  // GEMM (q.w / q.q4 set, larger n) or the bf16 GEMM. x_q8 (FP8 q, decode): x was quantized into
+  // y = x · Wᵀ through the W8A16 / W4A16 kernel (q.w / q.q4 set, n <= 32), for larger n the
+  // prefill GEMM on the quantized weights or dequantize + bf16 GEMM, whichever timed faster
+  // (quant_prefill.h), or the bf16 GEMM. x_q8 (FP8 q, decode): x was quantized into
   // fp8_scratch_ by the kernel that wrote it, and is not read.
   Status linear(const bf16* x, int64_t n, const bf16* w, const QLinear& q, int64_t out, int64_t in, bf16* y,
                 cudaStream_t s, bool x_q8 = false);

@@ -12,6 +12,7 @@
 
 #include "backend/cuda/gemv_fuse.cuh"
 #include "backend/cuda/ld_stream.cuh"
+#include "backend/cuda/mma_util.cuh"
 #include "backend/cuda/pdl.h"
 #include "backend/cuda/rows_choice.h"
 
@@ -21,16 +22,6 @@ namespace {
 using bf16 = __nv_bfloat16;
 constexpr int kThreads = 256;  // per block, splitting `in` in 16-byte chunks (16 weights)
 constexpr int kTileRows = 8;   // x rows per launch; larger n runs several tiles (weights re-read from L2)
-
-// The 4 int8 of a word as exact floats without I2F: bytes biased to unsigned (^0x80) are placed
-// in the mantissa of 2^23, and 2^23 + 128 is subtracted.
-__device__ __forceinline__ void i8x4_to_f32(uint32_t w, float* f) {
-  const uint32_t u = w ^ 0x80808080u;
-  f[0] = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7440)) - 8388736.0f;
-  f[1] = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7441)) - 8388736.0f;
-  f[2] = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7442)) - 8388736.0f;
-  f[3] = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7443)) - 8388736.0f;
-}
 
 // One 16-weight chunk c of R rows against N rows of x.
 template <int N, int R, int X>
@@ -339,11 +330,6 @@ Result<int> pick_rows(const W8A16Params& p, cudaStream_t s) {
 // feeds bytes 4s .. 4s+3 of the 16 it loaded from weight rows g and g + 8 (inputs 16t + 4s ..)
 // as fragment k (2t, 2t+1) and (2t+8, 2t+9), and the same inputs of x row g of each tile as B.
 constexpr int kMmaWarps = 8;
-
-__device__ __forceinline__ uint32_t bf16x2_of(float lo, float hi) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&h);
-}
 
 template <int NT>
 __global__ void __launch_bounds__(kMmaWarps * 32) w8a16_mma_kernel(W8A16Params p) {
