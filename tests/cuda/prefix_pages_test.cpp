@@ -3,8 +3,8 @@
 // blocks), and the serving loop on the seeded tiny model: a second question on the same photo and
 // the same request again read the prefix cache and give the tokens of a loop that recomputes
 // every prompt; many requests on a tiny KV pool (preemption) give each request's tokens alone.
-// Greedy tokens of two bf16 runs are compared up to the first position where the reference's
-// top two log-probabilities are within kTie (there rounding may pick either).
+// Greedy tokens of two bf16 runs may first differ only where the reference's top two
+// log-probabilities are within kTie (there rounding may pick either); the rest is not compared.
 #include <algorithm>
 
 #include "common/loop_run.h"
@@ -85,20 +85,21 @@ TEST(CudaPrefixPages, PagedSequencesMatchSelfManaged) {
   EXPECT_EQ((*q)->length(), 16);
   auto lq = g.prefill(**q, std::vector<int32_t>(ids.begin() + 16, ids.end()), slice(*pos, 16, 30), nullptr, false);
   ASSERT_TRUE(lq.is_ok()) << lq.message();
-  EXPECT_LE(rel_l2(*lq, *lr), 1e-3);
+  EXPECT_LE(rel_l2(*lq, *lr), 5e-3);  // 14 rows against 30: the GEMMs may round differently
 }
 
-// Tokens of `got` equal those of `ref` up to the first near tie of `ref`; returns how many were
-// compared.
+// Tokens of `got` equal those of `ref`, or first differ where the reference's top two were
+// within kTie; returns how many agree before that (all of them, mostly).
 size_t expect_same_greedy(const LoopOutput& got, const LoopOutput& ref, const std::string& what) {
   EXPECT_EQ(got.done.kind, RequestEvent::Kind::kDone) << what << ": " << got.done.error;
   EXPECT_EQ(got.tokens.size(), ref.tokens.size()) << what;
   size_t i = 0;
   for (; i < std::min(got.tokens.size(), ref.tokens.size()); ++i) {
+    if (got.tokens[i].id == ref.tokens[i].id) continue;
     const auto& top = ref.tokens[i].top;
-    if (top.size() >= 2 && top[0].logprob - top[1].logprob < kTie) break;
-    EXPECT_EQ(got.tokens[i].id, ref.tokens[i].id) << what << " token " << i;
-    if (got.tokens[i].id != ref.tokens[i].id) break;
+    EXPECT_TRUE(top.size() >= 2 && top[0].logprob - top[1].logprob < kTie)
+        << what << " token " << i << ": " << got.tokens[i].id << " vs " << ref.tokens[i].id << ", not a near tie";
+    break;
   }
   return i;
 }
@@ -118,7 +119,7 @@ TEST(CudaPrefixPages, LoopSecondQuestionOnTheSamePhoto) {
   ASSERT_EQ(paged.size(), reqs.size());
   size_t compared = 0;
   for (size_t i = 0; i < reqs.size(); ++i) compared += expect_same_greedy(paged[i], plain[i], "request " + std::to_string(i));
-  EXPECT_GE(compared, 12u);
+  EXPECT_GE(compared, 24u);  // of 36
   expect_prefix_reads(paged, settled(*paged_loop), plain, settled(*plain_loop));
 }
 
@@ -149,7 +150,7 @@ TEST(CudaPrefixPages, LoopTinyPoolPreemptsAndMatchesSingleRequests) {
     EXPECT_EQ(all[i].tokens.size(), 96u);
     compared += expect_same_greedy(all[i], alone[i], "request " + std::to_string(i));
   }
-  EXPECT_GE(compared, 40u);
+  EXPECT_GE(compared, 100u);  // of 960
 }
 
 }  // namespace
