@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <utility>
 #include <thread>
 #include <vector>
 
@@ -138,6 +139,35 @@ inline EngineSnapshot settled(const EngineLoop& loop) {
       return s;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+}
+
+// Many requests about the two photos: each alone, one after the other on a recomputing loop
+// (nothing shared or preempted), then on a loop with engine pages and a 1 MB pool of `blocks`
+// blocks the first one (which leaves its blocks in the prefix cache) and then all at once, which
+// must preempt and read prefix hits (requests admitted in one step cannot hit each other's
+// blocks: they are computed later). make_loop(engine_pages, kv_mb, max_running) makes a loop.
+// Returns {alone, all at once}.
+template <class MakeLoop>
+std::pair<std::vector<LoopOutput>, std::vector<LoopOutput>> tiny_pool_runs(const TinyVlFixture& f, MakeLoop make_loop,
+                                                                           size_t n, int max_tokens, int top_logprobs,
+                                                                           int64_t blocks) {
+  std::vector<GenerateRequest> reqs;
+  for (size_t i = 0; i < n; ++i)
+    reqs.push_back(photo_question(i % 3 == 2 ? f.poster : f.shelf, clerk_questions()[i], max_tokens, top_logprobs));
+  auto plain = make_loop(false, 16, 1);
+  auto pooled = make_loop(true, 1, int(n));
+  if (!plain || !pooled) return {};
+  auto alone = run_one_by_one(*plain, reqs);
+  run_requests(*pooled, {reqs[0]});
+  auto all = run_requests(*pooled, reqs);
+  EXPECT_EQ(all.size(), n);
+  const EngineSnapshot s = settled(*pooled);
+  EXPECT_EQ(s.kv_blocks_total, blocks);
+  EXPECT_GT(s.preemptions, 0);
+  EXPECT_GT(s.prefix_skipped_tokens, 0);
+  EXPECT_EQ(s.kv_blocks_used, 0);
+  for (const LoopOutput& o : all) EXPECT_EQ(o.tokens.size(), size_t(max_tokens));
+  return {std::move(alone), std::move(all)};
 }
 
 // The usage and counters of photo question A, question B on the same photo, then A again, run

@@ -127,29 +127,13 @@ TEST(CudaPrefixPages, LoopTinyPoolPreemptsAndMatchesSingleRequests) {
   OST_REQUIRE_GPU();
   TinyVlFixture f;
   ASSERT_TRUE(f.ok) << "no tokenizer (scripts/setup.sh fetches it) or fixture";
-  std::vector<GenerateRequest> reqs;
-  for (size_t i = 0; i < clerk_questions().size(); ++i)
-    reqs.push_back(photo_question(i % 3 == 2 ? f.poster : f.shelf, clerk_questions()[i], 96, 2));
-  // Each request alone, one after the other on a recomputing loop: nothing shared or preempted.
-  auto plain = gpu_loop(f, false, 16, 1);
-  ASSERT_TRUE(plain);
-  const auto alone = run_one_by_one(*plain, reqs);
-  ASSERT_EQ(alone.size(), reqs.size());
-  // All at once on 64 blocks (1 MB at 1 KB per bf16 token of the tiny model): preemption.
-  auto loop = gpu_loop(f, true, 1, int(reqs.size()));
-  ASSERT_TRUE(loop);
-  auto all = run_requests(*loop, reqs);
-  ASSERT_EQ(all.size(), reqs.size());
-  const EngineSnapshot s = settled(*loop);
-  EXPECT_EQ(s.kv_blocks_total, 64);
-  EXPECT_GT(s.preemptions, 0);
-  EXPECT_GT(s.prefix_skipped_tokens, 0);
-  EXPECT_EQ(s.kv_blocks_used, 0);
+  // 10 requests of up to 12 blocks on 64 (1 KB per bf16 token of the tiny model).
+  const auto [alone, all] = tiny_pool_runs(
+      f, [&](bool pages, int64_t mb, int running) { return gpu_loop(f, pages, mb, running); }, 10, 96, 2, 64);
+  ASSERT_EQ(alone.size(), 10u);
+  ASSERT_EQ(all.size(), 10u);
   size_t compared = 0;
-  for (size_t i = 0; i < reqs.size(); ++i) {
-    EXPECT_EQ(all[i].tokens.size(), 96u);
-    compared += expect_same_greedy(all[i], alone[i], "request " + std::to_string(i));
-  }
+  for (size_t i = 0; i < all.size(); ++i) compared += expect_same_greedy(all[i], alone[i], "request " + std::to_string(i));
   EXPECT_GE(compared, 100u);  // of 960
 }
 

@@ -47,28 +47,12 @@ TEST(PrefixPages, SecondQuestionOnTheSamePhotoReadsTheCache) {
 TEST(PrefixPages, TinyPoolPreemptsAndMatchesSingleRequests) {
   TinyVlFixture f;
   ASSERT_TRUE(f.ok) << "no tokenizer (scripts/setup.sh fetches it) or fixture";
-  std::vector<GenerateRequest> reqs;
-  for (size_t i = 0; i < 6; ++i)
-    reqs.push_back(photo_question(i % 3 == 2 ? f.poster : f.shelf, clerk_questions()[i], 64));
-  // Each request alone, one after the other on a recomputing loop: nothing shared or preempted.
-  auto plain = cpu_loop(f, false, 16, 1);
-  ASSERT_TRUE(plain);
-  const auto alone = run_one_by_one(*plain, reqs);
-  ASSERT_EQ(alone.size(), reqs.size());
-  // All at once on a pool of 32 blocks (1 MB at 2 KB per f32 token of the tiny model).
-  auto loop = cpu_loop(f, true, 1, int(reqs.size()));
-  ASSERT_TRUE(loop);
-  auto all = run_requests(*loop, reqs);
-  ASSERT_EQ(all.size(), reqs.size());
-  const EngineSnapshot s = settled(*loop);
-  EXPECT_EQ(s.kv_blocks_total, 32);
-  EXPECT_GT(s.preemptions, 0);
-  EXPECT_GT(s.prefix_skipped_tokens, 0);
-  EXPECT_EQ(s.kv_blocks_used, 0);
-  for (size_t i = 0; i < reqs.size(); ++i) {
-    EXPECT_EQ(all[i].tokens.size(), 64u);
-    expect_same_tokens(all[i], alone[i], "request " + std::to_string(i));
-  }
+  // 6 requests of up to 10 blocks on 32 (2 KB per f32 token of the tiny model).
+  const auto [alone, all] = tiny_pool_runs(
+      f, [&](bool pages, int64_t mb, int running) { return cpu_loop(f, pages, mb, running); }, 6, 64, 0, 32);
+  ASSERT_EQ(alone.size(), 6u);
+  ASSERT_EQ(all.size(), 6u);
+  for (size_t i = 0; i < all.size(); ++i) expect_same_tokens(all[i], alone[i], "request " + std::to_string(i));
 }
 
 TEST(PrefixPages, CpuRunnerPagedSequenceReadsCachedBlocks) {
