@@ -98,9 +98,8 @@ class ModelRunner {
   // One step of the serving loop: the prefill chunks and one decode row per decode sequence.
   // greedy: decode rows give decode_batch_argmax's choice, else decode_batch's logits. The
   // default runs the chunks one by one (prefill, with their image rows cut from host rows) and
-  // then the decode rows; a device runner may
-  // carry all rows in one forward (one weight pass). Results equal the separate calls up to
-  // the backend's rounding.
+  // then the decode rows; a device runner may carry all rows in one forward (one weight pass).
+  // Results equal the separate calls up to the backend's rounding.
   virtual Result<MixedStepOutput> mixed_step(const std::vector<PrefillChunk>& chunks,
                                              const std::vector<SequenceState*>& decode,
                                              const std::vector<int32_t>& decode_ids, bool greedy);
