@@ -119,6 +119,16 @@ void BlockManager::release(BlockTable& table) {
   table.hashes.clear();
 }
 
+bool BlockManager::writable(const BlockTable& table, int64_t from, int64_t to) const {
+  if (from >= to) return true;
+  if (from < 0 || blocks_for(to) > int64_t(table.blocks.size())) return false;
+  for (int64_t i = from / block_size_; i < blocks_for(to); ++i) {
+    const Block& blk = blocks_[size_t(table.blocks[size_t(i)])];
+    if (blk.refs != 1 || blk.hash != 0) return false;
+  }
+  return true;
+}
+
 bool BlockManager::check_invariants(const std::vector<const BlockTable*>& live) const {
   std::vector<int> refs(blocks_.size(), 0);
   for (const BlockTable* t : live) {

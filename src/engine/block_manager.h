@@ -51,6 +51,9 @@ class BlockManager {
   void release(BlockTable& table);
 
   int ref_count(int block) const { return blocks_[size_t(block)].refs; }
+  // Whether tokens [from, to) of `table` may be written: each block holding one of them is held
+  // by this table alone and is not in the prefix cache (shared and cached blocks are read-only).
+  bool writable(const BlockTable& table, int64_t from, int64_t to) const;
   // Internal consistency (tests): free list, ref counts and hash map agree.
   bool check_invariants(const std::vector<const BlockTable*>& live) const;
 

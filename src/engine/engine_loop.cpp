@@ -33,20 +33,6 @@ uint64_t image_key(uint64_t image_hash, int64_t index) {
   return (h ^ (h >> 32)) | (1ull << 63);  // token ids never have the top bit
 }
 
-// Rows [a, b) of the request's vision output (the <|image_pad|> tokens of one prefill chunk).
-VisionOutput slice_vision(const VisionOutput& v, int64_t a, int64_t b) {
-  VisionOutput out;
-  out.n_merged = b - a;
-  if (v.n_merged == 0) return out;
-  const size_t dim = v.embeds.size() / size_t(v.n_merged);
-  out.embeds.assign(v.embeds.begin() + a * int64_t(dim), v.embeds.begin() + b * int64_t(dim));
-  for (auto& d : v.deepstack) {
-    const size_t dd = d.size() / size_t(v.n_merged);
-    out.deepstack.emplace_back(d.begin() + a * int64_t(dd), d.begin() + b * int64_t(dd));
-  }
-  return out;
-}
-
 MropePositions slice_positions(const MropePositions& p, int64_t a, int64_t b) {
   MropePositions out;
   out.n = b - a;
@@ -90,11 +76,11 @@ struct EngineLoop::Live {
   SchedSeq seq;
   std::vector<int32_t> tokens;  // prompt + generated
   std::unique_ptr<SequenceState> state;
+  size_t blocks_given = 0;  // engine pages: the size of the block table the runner last got
   // All images of the request, concatenated; a request of one image shares the cached output,
-  // which a device runner keeps on the device (then only a prefill chunk holding every image
-  // row can use it; host_vision forces host rows).
+  // which a device runner keeps on the device. Made when a prefill chunk first needs image rows
+  // (never when the prefix cache holds every image token).
   std::shared_ptr<const VisionOutput> vision;
-  bool host_vision = false;
   MropePositions pos;                    // of `tokens` when the current computation started
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<StreamDecoder> detok;
@@ -139,6 +125,11 @@ Result<std::unique_ptr<EngineLoop>> EngineLoop::start(std::unique_ptr<ModelRunne
     OST_TRY(e->runner_->set_excluded_tokens(ex));
   }
   OST_TRY(e->runner_->warm_up(opt.max_running));
+  if (const char* env = std::getenv("OST_ENGINE_PAGES"); env && std::string(env) == "0") e->opt_.engine_pages = false;
+  e->paged_ = e->opt_.engine_pages && e->runner_->pages_from_engine();
+  if (e->paged_ && e->runner_->kv_block_tokens() != opt.block_size)
+    return make_error("the runner's KV pages hold %d tokens, the engine's blocks %d", e->runner_->kv_block_tokens(),
+                      opt.block_size);
   const int64_t bytes_per_token = e->runner_->kv_bytes_per_token();
   const int64_t blocks =
       kv_pool_blocks(opt.kv_memory_mb, bytes_per_token, opt.block_size, e->runner_->kv_pool_tokens());
@@ -154,7 +145,7 @@ Result<std::unique_ptr<EngineLoop>> EngineLoop::start(std::unique_ptr<ModelRunne
   so.max_running = opt.max_running;
   so.step_tokens = opt.step_tokens;
   so.prefill_chunk = opt.prefill_chunk;
-  so.skip_cached_compute = opt.skip_cached_compute;
+  so.skip_cached_compute = e->paged_;  // else the runner's own cache recomputes prefix hits
   e->st_->sched = std::make_unique<Scheduler>(*e->st_->blocks, so);
   e->stats_.model_name = e->model_name_;
   e->stats_.device = e->runner_->device_name();
@@ -327,6 +318,8 @@ void EngineLoop::run() {
     stats_.kv_blocks_cached = b.num_cached();
     stats_.prefix_query_tokens = st_->sched->counters().prefix_query_tokens;
     stats_.prefix_hit_tokens = st_->sched->counters().prefix_hit_tokens;
+    stats_.prefix_skipped_tokens = st_->sched->counters().prefix_skipped_tokens;
+    stats_.computed_prompt_tokens = st_->sched->counters().computed_prompt_tokens;
     stats_.preemptions = st_->sched->counters().preemptions;
   }
   // Shutting down: every open request gets an answer.
@@ -373,7 +366,7 @@ void EngineLoop::fail(Live& r, const std::string& message) {
 Status EngineLoop::ensure_vision(Live& r) {
   if (r.vision || r.req.patches.empty()) return Status::ok();
   // One image: the cached output itself (kept on the device when the runner can).
-  const bool share = r.req.patches.size() == 1 && !r.host_vision;
+  const bool share = r.req.patches.size() == 1;
   auto out = std::make_shared<VisionOutput>();
   int64_t hits = 0;
   for (size_t i = 0; i < r.req.patches.size(); ++i) {
@@ -492,6 +485,20 @@ bool EngineLoop::emit(Live& r, GeneratedToken tok) {
   return false;
 }
 
+// Engine pages: hands the runner the sequence's block table when it grew since the last step,
+// after checking that the chunk writes only blocks this sequence holds alone (never a block
+// shared through the prefix cache).
+Status EngineLoop::give_blocks(Live& r, const ScheduledChunk& c) {
+  if (!paged_) return Status::ok();
+  if (!st_->blocks->writable(r.seq.table, c.start, c.start + c.count))
+    return make_error("internal error: tokens %lld..%lld would be written into a shared KV block", (long long)c.start,
+                      (long long)(c.start + c.count));
+  if (r.seq.table.blocks.size() == r.blocks_given) return Status::ok();
+  OST_TRY(runner_->set_block_table(*r.state, r.seq.table.blocks));
+  r.blocks_given = r.seq.table.blocks.size();
+  return Status::ok();
+}
+
 void EngineLoop::step() {
   Scheduler& sched = *st_->sched;
   // Cancellations first: their blocks go back to the pool before this step is planned.
@@ -525,7 +532,6 @@ void EngineLoop::step() {
   std::vector<Live*> pre_live;
   std::vector<ScheduledChunk> pre_chunks;
   std::vector<PrefillChunk> pre;
-  std::deque<VisionOutput> sliced;  // image rows of chunks that hold part of a request's images
 
   for (const ScheduledChunk& c : plan.chunks) {
     Live& r = *st_->live.at(c.seq);
@@ -533,57 +539,58 @@ void EngineLoop::step() {
     const bool decode = c.count == 1 && r.state && r.state->length() == c.start && c.start >= r.seq.num_prompt &&
                         c.samples();
     if (decode) {
+      if (Status st = give_blocks(r, c); !st) {
+        fail(r, st.message());
+        continue;
+      }
       dec_live.push_back(&r);
       dec_states.push_back(r.state.get());
       dec_ids.push_back(r.tokens[size_t(c.start)]);
       dec_chunks.push_back(c);
       continue;
     }
-    if (c.start == 0) {  // a fresh computation (first admission or after preemption)
+    if (!r.state) {  // a fresh computation (first admission or after preemption)
       if (r.seq.preemptions == 0) {
         std::lock_guard<std::mutex> l(mu_);
         stats_.prompt_tokens += r.seq.num_prompt;
       }
-      auto s = runner_->new_sequence(int64_t(r.req.prompt_ids.size()) + r.req.max_tokens);
+      // With engine pages the first c.start tokens are prefix-cache hits, already in the
+      // leading blocks of the table; else the sequence computes everything in its own cache.
+      OST_CHECK(paged_ || c.start == 0);
+      auto s = paged_ ? runner_->new_paged_sequence(c.start)
+                      : runner_->new_sequence(int64_t(r.req.prompt_ids.size()) + r.req.max_tokens);
       if (!s) {
         fail(r, s.message());
         continue;
       }
       r.state = std::move(*s);
+      r.blocks_given = 0;
       auto pos = compute_mrope_positions(r.tokens, r.req.grids, runner_->config());
       if (!pos) {
         fail(r, pos.message());
         continue;
       }
       r.pos = std::move(*pos);
-      if (Status st = ensure_vision(r); !st) {
-        fail(r, st.message());
-        continue;
-      }
     }
-    OST_CHECK(r.state && r.state->length() == c.start && c.start + c.count <= r.pos.n);
+    OST_CHECK(r.state->length() == c.start && c.start + c.count <= r.pos.n);
+    if (Status st = give_blocks(r, c); !st) {
+      fail(r, st.message());
+      continue;
+    }
     const int32_t pad = runner_->config().image_token_id;
     const auto first = r.tokens.begin() + c.start, end = first + c.count;
-    const int64_t pads_before = std::count(r.tokens.begin(), first, pad);
-    const int64_t pads_in = std::count(first, end, pad);
     PrefillChunk pc;
     pc.seq = r.state.get();
     pc.ids.assign(first, end);
     pc.pos = slice_positions(r.pos, c.start, c.start + c.count);
     pc.logits = c.samples();
-    if (pads_in > 0 && pads_in == r.vision->n_merged) {
-      pc.vision = r.vision.get();  // every image row: no copy
-    } else if (pads_in > 0) {
-      if (r.vision->embeds.empty()) {  // kept on the device: this chunk needs host rows
-        r.vision.reset();
-        r.host_vision = true;
-        if (Status st = ensure_vision(r); !st) {
-          fail(r, st.message());
-          continue;
-        }
+    if (std::count(first, end, pad) > 0) {  // image rows from the first pad of the chunk on
+      if (Status st = ensure_vision(r); !st) {
+        fail(r, st.message());
+        continue;
       }
-      sliced.push_back(slice_vision(*r.vision, pads_before, pads_before + pads_in));
-      pc.vision = &sliced.back();
+      pc.vision = r.vision.get();
+      pc.vision_from = std::count(r.tokens.begin(), first, pad);
     }
     pre_live.push_back(&r);
     pre_chunks.push_back(c);

@@ -26,6 +26,8 @@
 
 namespace ost {
 
+struct ScheduledChunk;
+
 struct EngineLoopOptions {
   int block_size = 16;
   int64_t kv_memory_mb = 1024;  // KV pool, in the runner's bytes per token (kv_bytes_per_token)
@@ -35,7 +37,12 @@ struct EngineLoopOptions {
   int64_t prefill_chunk = 512;
   int max_queue = 256;          // waiting requests beyond this are refused
   int image_cache_entries = 32; // vision-tower outputs kept by image content hash
-  bool skip_cached_compute = false;  // the CPU runner recomputes prefix hits (contiguous cache)
+  // With a runner that takes the engine's KV pages (ModelRunner::pages_from_engine: the CUDA
+  // runner; the CPU runner when loaded with engine_pages), sequences read and write KV through
+  // their BlockManager tables and prefix-cache hits are not computed again. Else (or with the
+  // environment variable OST_ENGINE_PAGES=0) every sequence has its own cache and recomputes them.
+  bool engine_pages = true;
+  bool cpu_engine_pages = false;  // for the CPU runner server::load_engine_loop makes
   // Decode steps whose rows are all plain greedy (temperature 0, no penalties, no top logprobs)
   // take the runner's choice (decode_batch_argmax, the vision placeholders excluded) instead of
   // the logits; the tokens and log-probabilities are the Sampler path's. The environment
@@ -71,6 +78,8 @@ struct RequestEvent {
   std::string delta;     // kToken: text this token completes (may be empty)
   // kDone
   std::string finish_reason;  // stop | length | cancelled
+  // cached_tokens: prompt tokens read from the prefix cache instead of computed (0 when the
+  // runner recomputes them)
   int64_t prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
   std::string error;          // kError
   int index = 0;              // which choice of a request of several (submit's n)
@@ -120,6 +129,7 @@ class EngineLoop {
   const Tokenizer& tokenizer() const { return tok_; }
   int64_t context_length() const;
   int64_t kv_capacity_tokens() const { return int64_t(num_blocks_) * opt_.block_size; }
+  bool engine_pages() const { return paged_; }  // prefix hits are read, not computed
 
  private:
   struct Live;
@@ -129,6 +139,7 @@ class EngineLoop {
   void finish(Live& r, const std::string& reason);
   void fail(Live& r, const std::string& message);
   Status ensure_vision(Live& r);
+  Status give_blocks(Live& r, const ScheduledChunk& c);
   bool emit_token(Live& r, const float* logits);
   bool emit_candidates(Live& r, const RowCandidates& c);
   bool emit(Live& r, GeneratedToken tok);
@@ -138,6 +149,7 @@ class EngineLoop {
   std::string model_name_;
   EngineLoopOptions opt_;
   int num_blocks_ = 0;
+  bool paged_ = false;
 
   mutable std::mutex mu_;  // guards inbox_, stop_, stats_
   std::condition_variable cv_;

@@ -82,11 +82,13 @@ bool Scheduler::admit(SchedSeq* s, int64_t& budget, StepPlan& plan) {
     return false;
   }
   if (s->first_admission) {
+    const int64_t hit_prompt = std::min(hit_tokens, s->num_prompt);
+    s->cached_tokens = opt_.skip_cached_compute ? hit_prompt : 0;
     counters_.prefix_query_tokens += s->num_prompt;
-    counters_.prefix_hit_tokens += std::min(hit_tokens, s->num_prompt);
+    counters_.prefix_hit_tokens += hit_prompt;
+    counters_.prefix_skipped_tokens += s->cached_tokens;
     s->first_admission = false;
   }
-  s->cached_tokens = std::min(hit_tokens, s->num_prompt);
   plan.chunks.push_back({s, s->num_computed, count});
   budget -= count;
   return true;
@@ -95,6 +97,7 @@ bool Scheduler::admit(SchedSeq* s, int64_t& budget, StepPlan& plan) {
 void Scheduler::complete(const StepPlan& plan) {
   for (const ScheduledChunk& c : plan.chunks) {
     OST_CHECK(c.start == c.seq->num_computed);
+    counters_.computed_prompt_tokens += std::max<int64_t>(0, std::min(c.start + c.count, c.seq->num_prompt) - c.start);
     c.seq->num_computed += c.count;
     blocks_.commit(c.seq->table, c.seq->keys, c.seq->num_computed);
   }

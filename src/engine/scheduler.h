@@ -26,7 +26,9 @@ struct SchedSeq {
   BlockTable table;
   enum class State { kNew, kWaiting, kRunning, kFinished } state = State::kNew;
   int preemptions = 0;
-  int64_t cached_tokens = 0;  // prompt tokens found in the prefix cache at the last admission
+  // Prompt tokens found in the prefix cache at the first admission and not computed (0 when the
+  // runner recomputes them).
+  int64_t cached_tokens = 0;
   bool first_admission = true;
 
   int64_t num_tokens() const { return int64_t(keys.size()); }
@@ -62,7 +64,11 @@ struct StepPlan {
 };
 
 struct SchedulerCounters {
-  int64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;  // over admissions
+  // Over first admissions: prompt tokens looked up, found in the prefix cache, and of those not
+  // computed (all of them with skip_cached_compute, else none).
+  int64_t prefix_query_tokens = 0, prefix_hit_tokens = 0, prefix_skipped_tokens = 0;
+  // Prompt tokens run through the model (recomputation after preemption included).
+  int64_t computed_prompt_tokens = 0;
   int64_t preemptions = 0;
 };
 

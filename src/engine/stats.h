@@ -48,7 +48,8 @@ struct EngineSnapshot {
   int64_t waiting = 0, running = 0;
   int64_t kv_blocks_total = 0, kv_blocks_used = 0, kv_blocks_free = 0, kv_blocks_cached = 0;
   int64_t kv_block_size = 0;
-  int64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;
+  int64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;  // Scheduler's counters
+  int64_t prefix_skipped_tokens = 0, computed_prompt_tokens = 0;
   int64_t image_queries = 0, image_hits = 0;
   int64_t preemptions = 0, steps = 0;
   int64_t prompt_tokens = 0, generated_tokens = 0;

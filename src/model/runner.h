@@ -28,7 +28,11 @@ struct PrefillChunk {
   SequenceState* seq = nullptr;
   std::vector<int32_t> ids;
   MropePositions pos;                    // of these ids
-  const VisionOutput* vision = nullptr;  // the chunk's image rows (all of them), or null
+  // The request's image rows (all of them, the runner's own device copy or host rows), or null
+  // when the chunk has no <|image_pad|>; the chunk's pads take rows vision_from, vision_from + 1,
+  // ... (a chunk may start or end inside an image).
+  const VisionOutput* vision = nullptr;
+  int64_t vision_from = 0;
   bool logits = false;                   // the last row's logits are wanted
 };
 
@@ -53,7 +57,24 @@ class ModelRunner {
   virtual Result<VisionOutput> encode_images(const VisionInput& in) = 0;
   // Whether encode_images accepts VisionInput::rgb (the runner cuts the patches itself).
   virtual bool takes_rgb() const { return false; }
+  // A sequence with a cache of its own for `capacity` tokens (self-managed pages).
   virtual Result<std::unique_ptr<SequenceState>> new_sequence(int64_t capacity) = 0;
+
+  // KV pages owned by the engine. A runner whose pages_from_engine() is true can address its KV
+  // cache through the serving loop's block tables (BlockManager ids, blocks of
+  // kv_block_tokens() tokens), so tokens found in the prefix cache are read, not computed again:
+  //   new_paged_sequence(cached): a sequence holding no pages of its own whose first `cached`
+  //     tokens (a multiple of the block size) are already written in the leading blocks its
+  //     table will name, by another sequence;
+  //   set_block_table(s, blocks): the sequence's blocks in token order, before any step that
+  //     writes beyond the blocks it was last given (a table only grows while the sequence lives;
+  //     ids below kv_pool_tokens() / kv_block_tokens() when the runner has a fixed pool).
+  // The runner then writes KV only at positions >= `cached`, into blocks the engine holds for
+  // this sequence alone, and never frees a block: the engine does. The default: no such mode.
+  virtual bool pages_from_engine() const { return false; }
+  virtual int kv_block_tokens() const { return 0; }
+  virtual Result<std::unique_ptr<SequenceState>> new_paged_sequence(int64_t cached);
+  virtual Status set_block_table(SequenceState& s, const std::vector<int>& blocks);
   // As Qwen3VLModel::prefill / decode. Logits f32 [n or 1, vocab] on the host.
   virtual Result<std::vector<float>> prefill(SequenceState& s, const std::vector<int32_t>& ids,
                                              const MropePositions& pos, const VisionOutput* vision,
@@ -76,9 +97,9 @@ class ModelRunner {
   const std::vector<int32_t>& excluded_tokens() const { return excluded_tokens_; }
   // One step of the serving loop: the prefill chunks and one decode row per decode sequence.
   // greedy: decode rows give decode_batch_argmax's choice, else decode_batch's logits. The
-  // default runs the chunks one by one (prefill) and then the decode rows; a device runner may
-  // carry all rows in one forward (one weight pass). Results equal the separate calls up to
-  // the backend's rounding.
+  // default runs the chunks one by one (prefill, with their image rows cut from host rows) and
+  // then the decode rows; a device runner may carry all rows in one forward (one weight pass).
+  // Results equal the separate calls up to the backend's rounding.
   virtual Result<MixedStepOutput> mixed_step(const std::vector<PrefillChunk>& chunks,
                                              const std::vector<SequenceState*>& decode,
                                              const std::vector<int32_t>& decode_ids, bool greedy);
@@ -110,10 +131,16 @@ class ModelRunner {
   std::vector<int32_t> excluded_tokens_;
 };
 
+// Host rows [a, b) of a vision output (embeds and every deepstack layer).
+VisionOutput slice_vision(const VisionOutput& v, int64_t a, int64_t b);
+
 // The CPU oracle behind the runner interface.
 // quant_at_load: quantize the text decoder's bf16 linears while loading (quant::selected);
 // its kv_cache picks the KV cache dtype (both runners).
-Result<std::unique_ptr<ModelRunner>> load_cpu_runner(const std::string& dir, const quant::QuantConfig& quant_at_load = {});
+// engine_pages: also keep the KV of every engine block in a pool (pages_from_engine), so a
+// prefix hit copies the cached blocks into the sequence's cache instead of computing them.
+Result<std::unique_ptr<ModelRunner>> load_cpu_runner(const std::string& dir, const quant::QuantConfig& quant_at_load = {},
+                                                     bool engine_pages = false);
 
 // The CUDA runner (nullptr + error when this build has no CUDA or no GPU is present).
 Result<std::unique_ptr<ModelRunner>> load_cuda_runner(const std::string& dir, const quant::QuantConfig& quant_at_load = {});

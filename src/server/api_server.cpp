@@ -363,6 +363,11 @@ std::string ApiServer::metrics_text() const {
   gauge("ost_kv_block_size", "Tokens per KV block.", double(s.kv_block_size));
   counter("ost_prefix_cache_query_tokens_total", "Prompt tokens looked up in the prefix cache.", s.prefix_query_tokens);
   counter("ost_prefix_cache_hit_tokens_total", "Prompt tokens found in the prefix cache.", s.prefix_hit_tokens);
+  counter("ost_prefix_cache_skipped_tokens_total",
+          "Prompt tokens found in the prefix cache and not computed (0 when the runner recomputes them).",
+          s.prefix_skipped_tokens);
+  counter("ost_prompt_tokens_computed_total", "Prompt tokens run through the model (recomputation included).",
+          s.computed_prompt_tokens);
   gauge("ost_prefix_cache_hit_rate", "Hit tokens / query tokens.",
         s.prefix_query_tokens ? double(s.prefix_hit_tokens) / double(s.prefix_query_tokens) : 0.0);
   counter("ost_image_cache_queries_total", "Images looked up in the vision cache.", s.image_queries);

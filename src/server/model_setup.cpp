@@ -191,7 +191,7 @@ Result<std::unique_ptr<EngineLoop>> load_engine_loop(const std::string& dir, con
   qc.kv_cache = opt.kv_cache_dtype;
   Result<std::unique_ptr<ModelRunner>> runner =
       device == "cuda" ? load_cuda_runner(dir, qc)
-      : device == "cpu" ? load_cpu_runner(dir, qc)
+      : device == "cpu" ? load_cpu_runner(dir, qc, opt.cpu_engine_pages)
                         : Result<std::unique_ptr<ModelRunner>>(make_error("unknown device \"%s\" (cpu, cuda)", device.c_str()));
   if (!runner) return Error{runner.message()};
   return EngineLoop::start(std::move(*runner), std::move(*tok), model_name, opt);

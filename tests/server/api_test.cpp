@@ -28,6 +28,7 @@ TestServer& shared() {
     eo.kv_memory_mb = 8;     // 256 blocks of 16 tokens on the tiny model
     eo.prefill_chunk = 16;   // image prompts are prefilled in several chunks
     eo.max_running = 4;
+    eo.cpu_engine_pages = true;  // prefix hits are read from engine blocks, not recomputed
     return new TestServer(so, eo);
   }();
   return *s;
@@ -109,14 +110,25 @@ TEST(Api, GreedyMatchesTheOneRequestEngineWithChunkedImagePrefill) {
   EXPECT_EQ(j["usage"]["prompt_tokens"].get<size_t>(), ref->prompt_ids.size());
   EXPECT_GT(ref->prompt_ids.size(), 16u * 2);  // really chunked
   EXPECT_EQ(j["choices"][0]["message"]["content"].get<std::string>(), ref->text);
-  // The same image again: vision cache and prefix cache hits.
+  // The same request again: the prefix cache holds all of it but the last token's block, so
+  // the image (all cached) is not even looked up.
   auto r2 = s.post({{"messages", json::array({{{"role", "system"}, {"content", "You audit shelves."}},
                                               image_message(url, "Count the facings.")})},
                     {"max_tokens", 2}});
   ASSERT_EQ(r2.status, 200);
-  EXPECT_GT(json::parse(r2.body)["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), 0);
-  EXPECT_GT(s.metric("ost_image_cache_hits_total"), 0);
+  EXPECT_EQ(json::parse(r2.body)["usage"]["prompt_tokens_details"]["cached_tokens"].get<size_t>(),
+            (ref->prompt_ids.size() - 1) / 16 * 16);
+  // The same image after another system prompt: no prefix hit, a vision cache hit.
+  const double image_hits = s.metric("ost_image_cache_hits_total");
+  auto r3 = s.post({{"messages", json::array({{{"role", "system"}, {"content", "You count stock."}},
+                                              image_message(url, "Count the facings.")})},
+                    {"max_tokens", 2}});
+  ASSERT_EQ(r3.status, 200);
+  EXPECT_EQ(json::parse(r3.body)["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), 0);
+  EXPECT_EQ(s.metric("ost_image_cache_hits_total"), image_hits + 1);
   EXPECT_GT(s.metric("ost_prefix_cache_hit_tokens_total"), 0);
+  EXPECT_GT(s.metric("ost_prefix_cache_skipped_tokens_total"), 0);
+  EXPECT_LT(s.metric("ost_prompt_tokens_computed_total"), s.metric("ost_prompt_tokens_total"));
 }
 
 TEST(Api, StreamingWithIncludeUsage) {

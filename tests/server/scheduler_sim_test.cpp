@@ -116,6 +116,8 @@ SimResult simulate(uint32_t seed, int num_blocks, int block_size, bool skip_cach
       EXPECT_EQ(++seen[c.seq], 1);
       EXPECT_GE(int64_t(c.seq->table.blocks.size()) * block_size, c.start + c.count);
       EXPECT_EQ(c.start, c.seq->num_computed);
+      // With skipped hits, never a shared or cached block (the runner writes what it computes).
+      if (skip_cached) EXPECT_TRUE(bm.writable(c.seq->table, c.start, c.start + c.count));
     }
     EXPECT_LE(plan.num_tokens(), so.step_tokens);
     EXPECT_LE(sched.num_running(), size_t(so.max_running));

@@ -1,7 +1,8 @@
 // The CUDA model runner: bf16 weights uploaded once (q|k|v and gate|up fused into single
 // matrices), cuBLASLt GEMMs (or the GEMV of gemv.h for decode), the kernels of kernels.h and
 // attention.h (flash attention for prefill, split-K for decode), a paged KV cache (blocks of 16
-// tokens from one pool, handed out at new_sequence and returned when the sequence is destroyed),
+// tokens from one pool, handed out at new_sequence and returned when the sequence is destroyed,
+// or with engine pages the serving loop's BlockManager ids, given by set_block_table),
 // and CUDA graphs for the decode step (one per batch size) whose greedy token and log-probability
 // are computed on the GPU. The vision tower runs on the GPU too (cuda_vision.cpp).
 //
@@ -14,6 +15,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 
 #include "backend/cuda/sampling.h"
 #include "core/bf16.h"
@@ -28,7 +30,7 @@ bool cuda_available() {
 namespace cuda {
 
 CudaSequence::~CudaSequence() {
-  if (runner) runner->release_blocks(blocks);
+  if (runner && !paged) runner->release_blocks(blocks);
 }
 
 CudaRunner::~CudaRunner() {
@@ -96,13 +98,69 @@ Result<std::unique_ptr<SequenceState>> CudaRunner::new_sequence(int64_t capacity
   s->capacity = nb * kBlock;
   for (int64_t i = 0; i < nb; ++i) {
     s->blocks.push_back(free_blocks_.back());
+    own_block_[size_t(free_blocks_.back())] = 1;
     free_blocks_.pop_back();
   }
   return std::unique_ptr<SequenceState>(std::move(s));
 }
 
+// Engine pages: the sequence takes no block of the pool's free list; the engine's BlockManager
+// hands out the ids (at most kv_pool_tokens() / kBlock of them, so every id is a block here).
+Result<std::unique_ptr<SequenceState>> CudaRunner::new_paged_sequence(int64_t cached) {
+  if (cached < 0 || cached % kBlock != 0)
+    return make_error("new_paged_sequence: %lld cached tokens is not a multiple of the block size %d",
+                      (long long)cached, kBlock);
+  auto s = std::make_unique<CudaSequence>();
+  s->runner = this;
+  s->id = next_seq_id_++;
+  s->paged = true;
+  s->len = cached;  // capacity 0 until the table comes: nothing runs before it
+  return std::unique_ptr<SequenceState>(std::move(s));
+}
+
+Status CudaRunner::set_block_table(SequenceState& st, const std::vector<int>& blocks) {
+  auto& s = static_cast<CudaSequence&>(st);
+  if (s.runner != this || !s.paged) return make_error("set_block_table: not a paged sequence of this runner");
+  if (int64_t(blocks.size()) > table_width_)
+    return make_error("set_block_table: %zu blocks exceed the per-sequence limit of %d", blocks.size(), table_width_);
+  if (blocks.size() < s.blocks.size() || !std::equal(s.blocks.begin(), s.blocks.end(), blocks.begin()))
+    return make_error("set_block_table: a sequence's block table may only grow");
+  for (int b : blocks) {
+    if (b < 0 || b >= num_blocks_)
+      return make_error("set_block_table: block %d is outside the pool of %lld blocks", b, (long long)num_blocks_);
+    if (own_block_[size_t(b)]) return make_error("set_block_table: block %d is held by a sequence of the runner's own", b);
+  }
+  if (int64_t(blocks.size()) * kBlock < s.len)
+    return make_error("set_block_table: %zu blocks for %lld cached tokens", blocks.size(), (long long)s.len);
+  if (blocks.size() == s.blocks.size()) return Status::ok();
+  s.blocks.assign(blocks.begin(), blocks.end());
+  s.capacity = int64_t(blocks.size()) * kBlock;
+  s.id = next_seq_id_++;  // its staged table rows are stale
+  return Status::ok();
+}
+
 void CudaRunner::release_blocks(const std::vector<int32_t>& blocks) {
+  for (int32_t b : blocks) own_block_[size_t(b)] = 0;
   free_blocks_.insert(free_blocks_.end(), blocks.begin(), blocks.end());
+}
+
+Result<VisionOutput> CudaRunner::device_rows(const VisionOutput& v, int64_t from, int64_t n) {
+  const auto* d = static_cast<const DeviceVisionRows*>(v.device.get());
+  if (!d || from < 0 || n <= 0 || from + n > d->rows)
+    return make_error("image rows %lld..%lld of %lld", (long long)from, (long long)(from + n),
+                      (long long)(d ? d->rows : 0));
+  auto part = std::make_shared<DeviceVisionRows>();
+  OST_CUDA_RET(cudaMalloc(&part->data, size_t(d->layers * n * d->width) * 2));
+  part->rows = n;
+  part->width = d->width;
+  part->layers = d->layers;
+  for (int k = 0; k < d->layers; ++k)
+    OST_CUDA_RET(cudaMemcpyAsync(part->data + int64_t(k) * n * d->width, d->data + (int64_t(k) * d->rows + from) * d->width,
+                                 size_t(n * d->width) * 2, cudaMemcpyDeviceToDevice, stream_));
+  VisionOutput out;
+  out.n_merged = n;
+  out.device = std::move(part);
+  return out;
 }
 
 int32_t* CudaRunner::field(int32_t* base, StepField f) const { return base + size_t(f) * kMaxRows; }
@@ -111,8 +169,9 @@ int32_t CudaRunner::slot_of(const CudaSequence& s, int64_t i) const {
   return s.blocks[size_t(i / kBlock)] * kBlock + int32_t(i % kBlock);
 }
 
-// A sequence's block table never changes (all its blocks are taken at new_sequence), so a
-// staging row is copied to the device only when a different sequence takes it.
+// A staging row is copied to the device only when a different sequence, or the same one with
+// a grown table (set_block_table renews the id), takes it. Decode graphs read the rows from the
+// same device buffer at run time, so they stay valid when a table changes.
 void CudaRunner::stage_table(int seq, const CudaSequence& s) {
   if (staged_owner_[size_t(seq)] == s.id) return;
   staged_owner_[size_t(seq)] = s.id;
@@ -579,12 +638,27 @@ Result<MixedStepOutput> CudaRunner::mixed_step(const std::vector<PrefillChunk>& 
     rows += int64_t(c.ids.size());
     const int64_t pads = std::count(c.ids.begin(), c.ids.end(), cfg.image_token_id);
     const auto* d = c.vision ? static_cast<const DeviceVisionRows*>(c.vision->device.get()) : nullptr;
-    if (pads > 0 && !(d && d->rows == pads && c.vision->n_merged == pads && d->width == H && d->layers == layers))
+    if (pads > 0 && !(d && c.vision_from >= 0 && c.vision_from + pads <= d->rows && c.vision->n_merged == d->rows &&
+                      d->width == H && d->layers == layers))
       eligible = false;
     if (c.ids.empty() || c.pos.n != int64_t(c.ids.size()) || (pads == 0 && c.vision)) eligible = false;
     img_rows += pads;
   }
-  if (!eligible || rows > kMaxRows) return ModelRunner::mixed_step(chunks, decode, decode_ids, greedy);
+  if (!eligible || rows > kMaxRows) {
+    // The separate way takes a chunk's own rows: those kept on the device are cut here.
+    std::vector<PrefillChunk> own = chunks;
+    std::deque<VisionOutput> cut;
+    for (PrefillChunk& c : own) {
+      const int64_t pads = std::count(c.ids.begin(), c.ids.end(), cfg.image_token_id);
+      if (pads == 0 || !c.vision || !c.vision->device || (c.vision_from == 0 && pads == c.vision->n_merged)) continue;
+      auto part = device_rows(*c.vision, c.vision_from, pads);
+      OST_TRY(part.status());
+      cut.push_back(std::move(*part));
+      c.vision = &cut.back();
+      c.vision_from = 0;
+    }
+    return ModelRunner::mixed_step(own, decode, decode_ids, greedy);
+  }
 
   int32_t* h = staging_host_;
   MixedLayout lay;
@@ -613,7 +687,7 @@ Result<MixedStepOutput> CudaRunner::mixed_step(const std::vector<PrefillChunk>& 
   for (int64_t g = 0; g < G; ++g) {
     const PrefillChunk& c = chunks[size_t(g)];
     auto& s = static_cast<CudaSequence&>(*c.seq);
-    const int64_t n = int64_t(c.ids.size());
+    const int64_t n = int64_t(c.ids.size()), ni0 = ni;
     if (s.runner != this) return make_error("prefill: the sequence was not made by this runner");
     if (s.len + n > s.capacity)
       return make_error("prefill: %lld tokens do not fit the KV cache (%lld of %lld used)", (long long)n,
@@ -631,12 +705,12 @@ Result<MixedStepOutput> CudaRunner::mixed_step(const std::vector<PrefillChunk>& 
       field(h, kLen)[row + i] = int32_t(t + 1);
       if (id == cfg.image_token_id) field(h, kImage)[ni++] = int32_t(row + i);
     }
-    if (c.vision && c.vision->n_merged > 0) {  // this chunk's rows after the earlier chunks'
+    if (ni > ni0) {  // this chunk's rows (from vision_from on) after the earlier chunks'
       const auto* d = static_cast<const DeviceVisionRows*>(c.vision->device.get());
-      const int64_t off = ni - d->rows;
       for (int k = 0; k < layers; ++k)
-        OST_CUDA_RET(cudaMemcpyAsync(mixed_image_ + (int64_t(k) * kMaxRows + off) * H, d->data + int64_t(k) * d->rows * H,
-                                     size_t(d->rows * H) * 2, cudaMemcpyDeviceToDevice, stream_));
+        OST_CUDA_RET(cudaMemcpyAsync(mixed_image_ + (int64_t(k) * kMaxRows + ni0) * H,
+                                     d->data + (int64_t(k) * d->rows + c.vision_from) * H, size_t((ni - ni0) * H) * 2,
+                                     cudaMemcpyDeviceToDevice, stream_));
     }
     field(h, kLogitRow)[B + g] = int32_t(row + n - 1);
     stage_table(int(B + g), s);

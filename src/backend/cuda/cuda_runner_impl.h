@@ -92,7 +92,10 @@ class CudaSequence final : public SequenceState {
   CudaRunner* runner = nullptr;
   std::vector<int32_t> blocks;  // pool block ids, in token order
   int64_t len = 0, capacity = 0, rope_delta = 0;
-  uint64_t id = 0;  // unique per runner: which staged block table rows are current
+  // Unique per runner and renewed whenever `blocks` changes: which staged block table rows are
+  // current.
+  uint64_t id = 0;
+  bool paged = false;  // the blocks are the engine's (set_block_table), not taken from the pool
 };
 
 class CudaRunner final : public ModelRunner {
@@ -115,6 +118,10 @@ class CudaRunner final : public ModelRunner {
   Result<VisionOutput> encode_images(const VisionInput& in) override;
   bool takes_rgb() const override { return true; }
   Result<std::unique_ptr<SequenceState>> new_sequence(int64_t capacity) override;
+  bool pages_from_engine() const override { return true; }
+  int kv_block_tokens() const override { return kBlock; }
+  Result<std::unique_ptr<SequenceState>> new_paged_sequence(int64_t cached) override;
+  Status set_block_table(SequenceState& s, const std::vector<int>& blocks) override;
   Result<std::vector<float>> prefill(SequenceState& s, const std::vector<int32_t>& ids,
                                      const MropePositions& pos, const VisionOutput* vision,
                                      bool all_logits) override;
@@ -225,6 +232,8 @@ class CudaRunner final : public ModelRunner {
   Status run_merger(const VMerger& m, const bf16* x, int64_t N, bool norm_after_merge, bf16* y, bf16* f1,
                     bf16* out);
 
+  // Image rows [from, from + n) of a vision output kept on the device, as an output of their own.
+  Result<VisionOutput> device_rows(const VisionOutput& v, int64_t from, int64_t n);
   int32_t* field(int32_t* base, StepField f) const;
   int32_t slot_of(const CudaSequence& s, int64_t i) const;
   void stage_table(int seq, const CudaSequence& s);
@@ -289,6 +298,10 @@ class CudaRunner final : public ModelRunner {
   int64_t num_blocks_ = 0;
   int table_width_ = 0;
   std::vector<int32_t> free_blocks_;
+  // 1: held by a sequence of the runner's own (new_sequence). Engine pages must not name those;
+  // the runner cannot see which blocks the engine holds, so a caller uses one kind at a time,
+  // or as tests do, gives the engine's kind blocks the pool does not hand out.
+  std::vector<uint8_t> own_block_;
 
   std::vector<std::pair<int, int>> dirty_tables_;  // (staging row, blocks) to upload next
   bool fast_attention_ = true;  // flash / split-K attention (OST_ATTN=simt: the generic kernel)

@@ -411,6 +411,7 @@ Status CudaRunner::load(const std::string& dir, const quant::QuantConfig& quant_
     vc_.push_back(static_cast<bf16*>(*pool) + (2 * l + 1) * layer_elems);
   }
   for (int64_t b = num_blocks_ - 1; b >= 0; --b) free_blocks_.push_back(int32_t(b));
+  own_block_.assign(size_t(num_blocks_), 0);
   info_.kv_blocks = num_blocks_;
 
   // Step inputs: one pinned staging area, one device copy.
