@@ -37,10 +37,11 @@ struct EngineLoopOptions {
   int64_t prefill_chunk = 512;
   int max_queue = 256;          // waiting requests beyond this are refused
   int image_cache_entries = 32; // vision-tower outputs kept by image content hash
-  // With a runner that takes the engine's KV pages (ModelRunner::pages_from_engine: the CUDA
-  // runner; the CPU runner when loaded with engine_pages), sequences read and write KV through
-  // their BlockManager tables and prefix-cache hits are not computed again. Else (or with the
-  // environment variable OST_ENGINE_PAGES=0) every sequence has its own cache and recomputes them.
+  // With a runner that takes the engine's KV pages (ModelRunner::pages_from_engine: the CPU
+  // runner when loaded with engine_pages; the CUDA runner with OST_ENGINE_PAGES=1, opt-in until
+  // that path has run on a GPU), sequences read and write KV through their BlockManager tables
+  // and prefix-cache hits are not computed again. Else (or with OST_ENGINE_PAGES=0) every
+  // sequence has its own cache and recomputes them.
   bool engine_pages = true;
   bool cpu_engine_pages = false;  // for the CPU runner server::load_engine_loop makes
   // Decode steps whose rows are all plain greedy (temperature 0, no penalties, no top logprobs)

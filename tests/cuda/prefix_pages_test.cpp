@@ -6,6 +6,7 @@
 // Greedy tokens of two bf16 runs may first differ only where the reference's top two
 // log-probabilities are within kTie (there rounding may pick either); the rest is not compared.
 #include <algorithm>
+#include <cstdlib>
 
 #include "common/loop_run.h"
 #include "cuda_test_util.h"
@@ -31,15 +32,23 @@ MropePositions slice(const MropePositions& p, int64_t a, int64_t b) {
   return o;
 }
 
+// The CUDA runner takes engine pages only with OST_ENGINE_PAGES=1 (read when it loads).
+Result<std::unique_ptr<ModelRunner>> paged_cuda_runner(const std::string& dir) {
+  setenv("OST_ENGINE_PAGES", "1", 1);
+  auto r = load_cuda_runner(dir);
+  unsetenv("OST_ENGINE_PAGES");
+  return r;
+}
+
 std::unique_ptr<EngineLoop> gpu_loop(const TinyVlFixture& f, bool engine_pages, int64_t kv_mb, int max_running) {
-  return start_loop(load_cuda_runner(f.dir.path()), f.tok, engine_pages, kv_mb, max_running);
+  return start_loop(paged_cuda_runner(f.dir.path()), f.tok, engine_pages, kv_mb, max_running);
 }
 
 TEST(CudaPrefixPages, PagedSequencesMatchSelfManaged) {
   OST_REQUIRE_GPU();
   TinyVlFixture f;
   ASSERT_TRUE(f.ok) << "no tokenizer (scripts/setup.sh fetches it) or fixture";
-  auto r = load_cuda_runner(f.dir.path());
+  auto r = paged_cuda_runner(f.dir.path());
   ASSERT_TRUE(r.is_ok()) << r.message();
   ModelRunner& g = **r;
   ASSERT_TRUE(g.pages_from_engine());

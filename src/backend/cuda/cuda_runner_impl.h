@@ -118,7 +118,7 @@ class CudaRunner final : public ModelRunner {
   Result<VisionOutput> encode_images(const VisionInput& in) override;
   bool takes_rgb() const override { return true; }
   Result<std::unique_ptr<SequenceState>> new_sequence(int64_t capacity) override;
-  bool pages_from_engine() const override { return true; }
+  bool pages_from_engine() const override { return engine_pages_; }
   int kv_block_tokens() const override { return kBlock; }
   Result<std::unique_ptr<SequenceState>> new_paged_sequence(int64_t cached) override;
   Status set_block_table(SequenceState& s, const std::vector<int>& blocks) override;
@@ -309,6 +309,7 @@ class CudaRunner final : public ModelRunner {
   bool has_int4_ = false;       // some linear is W4A16 (no OST_FUSED_DECODE prologues for it)
   bool fp8_prequant_ = true;    // FP8 decode: norms and SiLU·up write quantized x (OST_FP8_PREQUANT=0: off)
   bool fused_decode_ = false;   // decode: also norms, residual adds inside the GEMVs (OST_FUSED_DECODE=1)
+  bool engine_pages_ = false;   // KV pages from the serving loop's BlockManager (OST_ENGINE_PAGES=1)
   bool fused_qk_ = false;       // decode: q/k norm + rope inside the attention kernel (OST_FUSED_QK=1)
   std::vector<uint64_t> staged_owner_;  // sequence id whose block table each staging row holds
   uint64_t next_seq_id_ = 1;

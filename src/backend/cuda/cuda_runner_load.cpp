@@ -251,6 +251,9 @@ Status CudaRunner::load(const std::string& dir, const quant::QuantConfig& quant_
                         (long long)D, group, fast_attention_ ? "" : ", OST_ATTN=simt");
     fused_qk_ = false;
   }
+  // Engine pages are opt-in on the GPU until the paged path has run there.
+  const char* ep = std::getenv("OST_ENGINE_PAGES");
+  engine_pages_ = ep && std::strcmp(ep, "1") == 0;
   const char* fd = std::getenv("OST_FUSED_DECODE");
   fused_decode_ = fd && std::strcmp(fd, "1") == 0;
   const char* gd = std::getenv("OST_GLU_DECODE");
