@@ -64,6 +64,9 @@ struct Grammar {
 struct CompileOptions {
   int max_depth = 16;
   int max_whitespace = 8;
+  // Characters of any string whose schema allows more (map keys included): a bound on answers
+  // that would otherwise run to max_tokens inside one string.
+  uint32_t max_string_length = kUnbounded;
 };
 
 // Any JSON object (response_format json_object), nesting bounded by max_depth.

@@ -28,11 +28,12 @@ const std::set<std::string> kKeywords = {"type",     "properties", "required",  
 
 class Compiler {
  public:
-  Compiler(const ojson& root, const CompileOptions& opt) : root_(root) {
+  Compiler(const ojson& root, const CompileOptions& opt) : root_(root), max_string_(opt.max_string_length) {
     g_.max_depth = opt.max_depth;
     g_.max_whitespace = opt.max_whitespace;
     Node key;
     key.kind = NodeKind::kString;
+    key.max_length = max_string_;
     g_.key_string = add(std::move(key));
   }
 
@@ -123,6 +124,7 @@ class Compiler {
     arr.kind = NodeKind::kArray;
     arr.item = any_;
     str.kind = NodeKind::kString;
+    str.max_length = max_string_;
     num.kind = NodeKind::kNumber;
     lit.kind = NodeKind::kLiteral;
     lit.literals = {"false", "null", "true"};
@@ -180,6 +182,10 @@ class Compiler {
       if (s.contains("minLength")) n.min_length = count(s, "minLength", path);
       if (s.contains("maxLength")) n.max_length = count(s, "maxLength", path);
       if (n.min_length > n.max_length) fail(path, "minLength is larger than maxLength");
+      if (n.min_length > max_string_)
+        fail(path, "minLength is larger than this server's limit of " + std::to_string(max_string_) +
+                       " characters per string");
+      n.max_length = std::min(n.max_length, max_string_);
     } else if (t == "number" || t == "integer") {
       n.kind = NodeKind::kNumber;
       n.integer = t == "integer";
@@ -344,6 +350,7 @@ class Compiler {
   }
 
   const ojson& root_;
+  const uint32_t max_string_;
   Grammar g_;
   uint32_t any_ = kNoNode;
   std::map<std::string, uint32_t> refs_;

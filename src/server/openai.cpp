@@ -196,7 +196,35 @@ Image load_image_url(const std::string& url, const RequestLimits& lim, const std
   return std::move(*img);
 }
 
-void parse(const json& j, const std::vector<std::string>& raw_tools, const RequestLimits& lim, ChatRequest& out) {
+// response_format: text (default), json_object, or json_schema {name, schema, strict}; the schema
+// in its own key order (properties are written in it).
+std::shared_ptr<const grammar::Grammar> parse_response_format(const nlohmann::ordered_json& rf,
+                                                              const RequestLimits& lim) {
+  grammar::CompileOptions opt;
+  if (lim.json_max_string > 0) opt.max_string_length = lim.json_max_string;
+  const std::string p = "response_format";
+  if (!rf.is_object() || !rf.contains("type") || !rf["type"].is_string())
+    fail("'response_format' must be an object with a string 'type' (text, json_object or json_schema)", p);
+  const std::string type = rf["type"].get<std::string>();
+  if (type == "text") return nullptr;
+  if (type == "json_object") return grammar::json_object_grammar(opt);
+  if (type != "json_schema")
+    fail("'response_format.type' \"" + type + "\" is not supported (text, json_object, json_schema)", p + ".type");
+  const nlohmann::ordered_json& js = rf.contains("json_schema") ? rf["json_schema"] : nlohmann::ordered_json();
+  if (!js.is_object() || !js.contains("schema"))
+    fail("'response_format.json_schema' must be an object with a 'schema' (and a 'name')", p + ".json_schema");
+  if (js.contains("name") && !js["name"].is_string())
+    fail("'response_format.json_schema.name' must be a string", p + ".json_schema.name");
+  if (js.contains("strict") && !js["strict"].is_boolean() && !js["strict"].is_null())
+    fail("'response_format.json_schema.strict' must be a boolean", p + ".json_schema.strict");
+  auto g = grammar::compile_json_schema(js["schema"], opt);
+  if (!g) fail("'response_format.json_schema.schema' is not supported: " + g.message(), p + ".json_schema.schema", 400,
+               "unsupported_schema");
+  return *g;
+}
+
+void parse(const json& j, const nlohmann::ordered_json& oj, const std::vector<std::string>& raw_tools,
+           const RequestLimits& lim, ChatRequest& out) {
   if (!j.is_object()) fail("the request body must be a JSON object");
   if (present(j, "model")) {
     if (!j["model"].is_string()) fail("'model' must be a string", "model");
@@ -306,6 +334,12 @@ void parse(const json& j, const std::vector<std::string>& raw_tools, const Reque
     out.tools = true;
     for (const std::string& t : raw_tools) g.tools.push_back(t);
   }
+  if (present(j, "response_format")) {
+    g.response_format = parse_response_format(oj["response_format"], lim);
+    if (g.response_format && out.tools)
+      fail("'response_format' together with 'tools' is not supported (or set 'tool_choice': \"none\")",
+           "response_format");
+  }
 
   g.max_tokens = -lim.default_max_tokens;  // "as many as fit", see EngineLoop::prepare
   if (present(j, "max_completion_tokens")) g.max_tokens = int(get_int(j, "max_completion_tokens", 1, 1 << 24));
@@ -375,17 +409,20 @@ bool parse_chat_request(const std::string& body, const RequestLimits& lim, ChatR
     err = {400, "the request body is not valid JSON", "invalid_request_error", "", "invalid_json"};
     return false;
   }
-  // The tool definitions again, in their own key order (json sorts keys), as Python text.
+  // The tool definitions and the response format's schema again, in their own key order (json
+  // sorts keys); the tools as Python text.
+  nlohmann::ordered_json oj;
+  if (j.is_object() && (j.contains("tools") || j.contains("response_format")))
+    oj = nlohmann::ordered_json::parse(body, nullptr, false);
   std::vector<std::string> raw_tools;
   if (j.is_object() && j.contains("tools") && j["tools"].is_array()) {
-    const auto oj = nlohmann::ordered_json::parse(body, nullptr, false);
     for (const auto& t : oj["tools"]) {
       std::string text;
       if (python_json(t.dump(), text)) raw_tools.push_back(std::move(text));
     }
   }
   try {
-    parse(j, raw_tools, lim, out);
+    parse(j, oj, raw_tools, lim, out);
   } catch (const Fail& f) {
     err = f.e;
     return false;
