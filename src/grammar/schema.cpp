@@ -98,7 +98,7 @@ class Compiler {
     }
     std::vector<uint32_t> branches;
     for (const std::string& t : types) branches.push_back(typed(s, t, path));
-    return branches.size() == 1 ? branches[0] : merge(branches, /*exclusive=*/true, path + "/type");
+    return branches.size() == 1 ? branches[0] : merge(branches, /*exclusive=*/false, path + "/type");
   }
 
  private:

@@ -154,6 +154,7 @@ TEST(GrammarMatcher, EnumConstAnyOfAndTypeLists) {
   EXPECT_TRUE(complete(opt, "null"));
   EXPECT_TRUE(complete(opt, "\"abc\""));
   EXPECT_FALSE(prefix(opt, "\"abcd"));
+  EXPECT_TRUE(complete(schema(R"({"type": ["integer", "number"]})"), "2.5"));
   auto any_of = schema(R"({"anyOf": [{"type": "integer"}, {"type": "number"}, {"type": "boolean"},
                                       {"enum": ["x", "y"]}]})");
   for (const char* ok : {"1.5", "true", "\"y\""}) EXPECT_TRUE(complete(any_of, ok)) << ok;
