@@ -59,6 +59,7 @@ struct Grammar {
   uint32_t key_string = kNoNode;  // the keys of maps: any string
   int max_depth = 16;             // nested objects and arrays
   int max_whitespace = 8;         // bytes of one whitespace run between tokens (' ', '\n')
+  std::string prefix, suffix;     // text written before and after the value (a tool call's tags)
 };
 
 struct CompileOptions {
@@ -67,6 +68,7 @@ struct CompileOptions {
   // Characters of any string whose schema allows more (map keys included): a bound on answers
   // that would otherwise run to max_tokens inside one string.
   uint32_t max_string_length = kUnbounded;
+  std::string prefix, suffix;  // Grammar::prefix, suffix
 };
 
 // Any JSON object (response_format json_object), nesting bounded by max_depth.
@@ -81,10 +83,10 @@ Result<std::shared_ptr<const Grammar>> compile_json_schema(const nlohmann::order
 
 // One frame of the machine's stack: a value being written.
 struct Frame {
-  uint32_t node = kNoNode;  // kNoNode: the root (phase 0: before the value, 1: after it)
+  uint32_t node = kNoNode;  // kNoNode: the root (phase 0: prefix, then the value; 1: suffix)
   uint8_t phase = 0;
   uint8_t utf8 = 0;    // kString: the UTF-8 state (utf8_step)
-  uint16_t pos = 0;    // kLiteral / object key: bytes matched; kNumber: digits of this part
+  uint16_t pos = 0;    // kLiteral / object key / root: bytes matched; kNumber: digits of this part
   uint32_t count = 0;  // kString: characters; kArray: items
   uint32_t lo = 0, hi = 0;  // kLiteral: candidate range; kObject: next property, chosen property
   uint64_t keys = 0;        // kObject: properties the key being written may still be

@@ -101,9 +101,16 @@ bool Matcher::step(MatchState& s, uint8_t c) {
   };
   for (;;) {
     Frame& f = s.top;
-    if (f.node == kNoNode) {  // the root
+    if (f.node == kNoNode) {  // the root: prefix, value, suffix
+      const std::string& text = f.phase == kRootBefore ? g_->prefix : g_->suffix;
+      if (f.pos < text.size()) {
+        if (uint8_t(text[f.pos]) != c) return false;
+        ++f.pos;
+        return true;
+      }
       if (f.phase == kRootAfter) return false;
       f.phase = kRootAfter;
+      f.pos = 0;
       push(s, start(g_->root));
       continue;
     }
@@ -343,7 +350,7 @@ bool Matcher::step(MatchState& s, uint8_t c) {
 bool Matcher::can_end(MatchState s) const {
   for (;;) {
     const Frame& f = s.top;
-    if (f.node == kNoNode) return f.phase == kRootAfter;
+    if (f.node == kNoNode) return f.phase == kRootAfter && f.pos == g_->suffix.size();
     const Node& n = g_->nodes[f.node];
     const bool complete = (n.kind == NodeKind::kNumber && number_complete(f.phase)) ||
                           (n.kind == NodeKind::kLiteral && f.pos > 0 && n.literals[f.lo].size() == f.pos);
@@ -363,7 +370,9 @@ bool Matcher::string_body(const MatchState& s, int& utf8, uint32_t& room) const 
   return true;
 }
 
-bool Matcher::done() const { return s_.top.node == kNoNode && s_.top.phase == kRootAfter; }
+bool Matcher::done() const {
+  return s_.top.node == kNoNode && s_.top.phase == kRootAfter && s_.top.pos == g_->suffix.size();
+}
 
 bool Matcher::accept(std::string_view bytes) {
   MatchState t = s_;

@@ -31,6 +31,8 @@ class Compiler {
   Compiler(const ojson& root, const CompileOptions& opt) : root_(root), max_string_(opt.max_string_length) {
     g_.max_depth = opt.max_depth;
     g_.max_whitespace = opt.max_whitespace;
+    g_.prefix = opt.prefix;
+    g_.suffix = opt.suffix;
     Node key;
     key.kind = NodeKind::kString;
     key.max_length = max_string_;

@@ -223,6 +223,41 @@ std::shared_ptr<const grammar::Grammar> parse_response_format(const nlohmann::or
   return *g;
 }
 
+// tool_choice "required" or a named function: the answer is one call in Qwen's form,
+// <tool_call>\n{"name": NAME, "arguments": ARGS}\n</tool_call>, ARGS following the function's
+// parameters schema. "required" with several tools: any of their names, arguments any object.
+std::shared_ptr<const grammar::Grammar> forced_tool_call(const nlohmann::ordered_json& tools, const std::string& name,
+                                                         const RequestLimits& lim) {
+  using ojson = nlohmann::ordered_json;
+  ojson names = ojson::array(), params = ojson{{"type", "object"}};
+  std::string where;
+  for (size_t k = 0; k < tools.size(); ++k) {
+    const ojson& f = tools[k]["function"];
+    if (name != "*" && f["name"] != name) continue;
+    names.push_back(f["name"]);
+    where = "tools[" + std::to_string(k) + "].function.parameters";
+    if (f.contains("parameters") && !f["parameters"].is_null()) params = f["parameters"];
+  }
+  if (names.empty()) fail("'tool_choice' names \"" + name + "\", which is not one of 'tools'", "tool_choice");
+  if (names.size() > 1) params = ojson{{"type", "object"}};
+  const ojson schema = {{"type", "object"},
+                        {"properties", {{"name", {{"enum", names}}}, {"arguments", params}}},
+                        {"required", {"name", "arguments"}}};
+  grammar::CompileOptions opt;
+  if (lim.json_max_string > 0) opt.max_string_length = lim.json_max_string;
+  opt.prefix = "<tool_call>\n";
+  opt.suffix = "\n</tool_call>";
+  auto g = grammar::compile_json_schema(schema, opt);
+  if (!g) {
+    const std::string m = g.message();  // "#/properties/arguments...: what" -> the tool's own path
+    const std::string inner = "#/properties/arguments";
+    fail("'" + where + "' is not supported for a forced call: " +
+             (m.rfind(inner, 0) == 0 ? "#" + m.substr(inner.size()) : m),
+         where, 400, "unsupported_schema");
+  }
+  return *g;
+}
+
 void parse(const json& j, const nlohmann::ordered_json& oj, const std::vector<std::string>& raw_tools,
            const RequestLimits& lim, ChatRequest& out) {
   if (!j.is_object()) fail("the request body must be a JSON object");
@@ -322,11 +357,20 @@ void parse(const json& j, const nlohmann::ordered_json& oj, const std::vector<st
         fail(tp + " must be {\"type\": \"function\", \"function\": {\"name\": ...}}", tp);
     }
   }
+  std::string forced;  // tool_choice: the function the answer must call ("*": any of them)
   if (present(j, "tool_choice")) {
     const json& tc = j["tool_choice"];
+    const json& fn = tc.is_object() && tc.contains("function") ? tc["function"] : json();
     if (tc == "none") tools_on = false;
+    else if (tc == "required") forced = "*";
+    else if (tc.is_object() && tc.contains("type") && tc["type"] == "function" && fn.is_object() &&
+             fn.contains("name") && fn["name"].is_string() && !fn["name"].get<std::string>().empty())
+      forced = fn["name"].get<std::string>();
     else if (tc != "auto")
-      fail("'tool_choice' must be \"auto\" or \"none\" (forcing a call is not supported)", "tool_choice");
+      fail("'tool_choice' must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": "
+           "{\"name\": ...}}",
+           "tool_choice");
+    if (!forced.empty() && (!tools_on || j["tools"].empty())) fail("'tool_choice' forces a call but no 'tools' are given", "tool_choice");
   }
   if (present(j, "parallel_tool_calls") && !j["parallel_tool_calls"].is_boolean())
     fail("'parallel_tool_calls' must be a boolean", "parallel_tool_calls");
@@ -340,6 +384,7 @@ void parse(const json& j, const nlohmann::ordered_json& oj, const std::vector<st
       fail("'response_format' together with 'tools' is not supported (or set 'tool_choice': \"none\")",
            "response_format");
   }
+  if (!forced.empty()) g.response_format = forced_tool_call(oj["tools"], forced, lim);
 
   g.max_tokens = -lim.default_max_tokens;  // "as many as fit", see EngineLoop::prepare
   if (present(j, "max_completion_tokens")) g.max_tokens = int(get_int(j, "max_completion_tokens", 1, 1 << 24));

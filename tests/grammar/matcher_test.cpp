@@ -171,6 +171,26 @@ TEST(GrammarMatcher, EnumConstAnyOfAndTypeLists) {
   EXPECT_FALSE(prefix(schema(R"({"type": "object", "additionalProperties": false})"), "{\""));
 }
 
+TEST(GrammarMatcher, PrefixAndSuffix) {
+  CompileOptions opt;
+  opt.prefix = "<tool_call>\n";
+  opt.suffix = "\n</tool_call>";
+  auto g = schema(R"({"type": "object", "properties": {"name": {"const": "f"}, "arguments": {"type": "integer"}},
+                     "required": ["name", "arguments"]})", opt);
+  EXPECT_TRUE(complete(g, "<tool_call>\n{\"name\": \"f\", \"arguments\": 12}\n</tool_call>"));
+  EXPECT_FALSE(prefix(g, "{"));
+  EXPECT_FALSE(complete(g, "<tool_call>\n{\"name\": \"f\", \"arguments\": 12}"));
+  EXPECT_FALSE(complete(g, "<tool_call>\n{\"name\": \"f\", \"arguments\": 12}\n</tool_call> "));
+  auto number = schema(R"({"type": "number"})", opt);
+  EXPECT_TRUE(complete(number, "<tool_call>\n-1.5\n</tool_call>"));  // the suffix ends the number
+  Matcher m(number);
+  ASSERT_TRUE(m.accept("<tool_call>\n7\n</tool_call"));
+  EXPECT_FALSE(m.can_end());
+  EXPECT_FALSE(m.done());
+  ASSERT_TRUE(m.accept(">"));
+  EXPECT_TRUE(m.done());
+}
+
 TEST(GrammarMatcher, UnsupportedSchemasAreErrorsNamingTheKeyword) {
   EXPECT_NE(compile_error(R"({"type": "object", "properties": {"sku": {"type": "string", "pattern": "^[0-9]+$"}}})")
                 .find("'pattern'"),

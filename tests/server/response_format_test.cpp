@@ -175,6 +175,54 @@ TEST(ResponseFormat, BadFormatsAre400) {
                   .is_object());
 }
 
+// tool_choice forcing a call: the answer is one <tool_call> whose arguments follow the function's
+// parameters, given back as tool_calls.
+TEST(ResponseFormat, ToolChoiceForcesACall) {
+  const ojson tools = ojson::parse(R"([
+    {"type": "function", "function": {"name": "lookup_sku", "parameters": {"type": "object",
+      "properties": {"sku": {"type": "string"}, "count": {"type": "integer"}}, "required": ["sku", "count"]}}},
+    {"type": "function", "function": {"name": "report_gap", "parameters": {"type": "object",
+      "properties": {"shelf": {"type": "integer"}}, "required": ["shelf"]}}}])");
+  for (const ojson& choice : {ojson{{"type", "function"}, {"function", {{"name", "lookup_sku"}}}}, ojson("required")}) {
+    for (double temperature : {0.0, 1.0}) {
+      ojson body = request({{"type", "text"}}, temperature, 4);
+      body.erase("response_format");
+      body["tools"] = tools;
+      body["tool_choice"] = choice;
+      auto r = shared().post_raw(body.dump());
+      ASSERT_EQ(r.status, 200) << r.body;
+      const json c = json::parse(r.body)["choices"][0];
+      EXPECT_EQ(c["finish_reason"], "tool_calls") << r.body;
+      ASSERT_TRUE(c["message"]["tool_calls"].is_array() && c["message"]["tool_calls"].size() == 1) << r.body;
+      const json f = c["message"]["tool_calls"][0]["function"];
+      const json args = json::parse(f["arguments"].get<std::string>(), nullptr, false);
+      ASSERT_TRUE(args.is_object()) << r.body;
+      if (choice.is_object() || f["name"] == "lookup_sku") {
+        EXPECT_EQ(f["name"], "lookup_sku");
+        if (choice.is_object()) {
+          EXPECT_TRUE(args["sku"].is_string() && args["count"].is_number_integer()) << r.body;
+          EXPECT_EQ(args.size(), 2u) << r.body;
+        }
+      } else {
+        EXPECT_EQ(f["name"], "report_gap") << r.body;
+      }
+    }
+  }
+  ojson body = request({{"type", "text"}}, 0.0, 0, 2);
+  body.erase("response_format");
+  body["tools"] = tools;
+  body["tool_choice"] = {{"type", "function"}, {"function", {{"name", "nope"}}}};
+  auto r = shared().post_raw(body.dump());
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("not one of 'tools'"), std::string::npos) << r.body;
+  body["tool_choice"] = {{"type", "function"}, {"function", {{"name", "lookup_sku"}}}};
+  body["tools"][0]["function"]["parameters"]["properties"]["sku"]["pattern"] = "^[0-9]+$";
+  r = shared().post_raw(body.dump());
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("tools[0].function.parameters"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("#/properties/sku: unsupported JSON schema keyword 'pattern'"), std::string::npos) << r.body;
+}
+
 // The one-request engine (ostrakon run) writes the same constrained answer as the serving loop.
 TEST(ResponseFormat, OneRequestEngineGivesTheServingLoopsAnswer) {
   const Answer served = complete(request(price_tag_format(), 0.0, 0));
