@@ -421,11 +421,15 @@ bool EngineLoop::emit_token(Live& r, const float* logits) {
     if (id >= 0 && id < vocab) masked[size_t(id)] = -INFINITY;
   // A response format: only the tokens that continue it (its special tokens are masked too).
   if (r.matcher) {
+    const auto t0 = Clock::now();
     if (st_->vocab->fill_mask(*r.matcher, st_->mask) == 0) {
       fail(r, "the response format allows no next token");
       return true;
     }
     grammar::apply_mask(st_->mask, masked.data(), vocab);
+    std::lock_guard<std::mutex> l(mu_);
+    stats_.constrained_tokens++;
+    stats_.token_mask_s += seconds_between(t0, Clock::now());
   }
   GeneratedToken tok;
   tok.id = r.sampler->sample(masked.data());

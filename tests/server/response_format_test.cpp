@@ -99,6 +99,7 @@ TEST(ResponseFormat, PriceTagSchemaGreedyAndSampledStreamedAndNot) {
 }
 
 TEST(ResponseFormat, JsonObject) {
+  const double before = shared().metric("ost_constrained_tokens_total");
   const ojson format = {{"type", "json_object"}};
   for (int seed : {1, 2}) {
     const Answer a = complete(request(format, 1.0, seed));
@@ -109,6 +110,8 @@ TEST(ResponseFormat, JsonObject) {
   const StreamAnswer s = stream_chat(shared().port, request(format, 0.0, 0));
   EXPECT_EQ(s.finish_reason, "stop");
   EXPECT_TRUE(json::parse(s.text, nullptr, false).is_object()) << s.text;
+  EXPECT_GE(shared().metric("ost_constrained_tokens_total"), before + 3 * 2);  // each answer: "{}" and the end token at least
+  EXPECT_GT(shared().metric("ost_token_mask_seconds_total"), 0);
 }
 
 TEST(ResponseFormat, TextIsFreeAndShortAnswersEndWithLength) {
