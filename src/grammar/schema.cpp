@@ -157,9 +157,10 @@ class Compiler {
         for (const ojson& r : req) {
           const std::string key = r.is_string() ? ojson(r.get<std::string>()).dump() : "";
           auto p = std::find_if(n.props.begin(), n.props.end(), [&](const Property& x) { return x.key == key; });
-          if (p == n.props.end())
-            fail(path + "/required", "'" + (r.is_string() ? r.get<std::string>() : r.dump()) +
-                                         "' is not one of the object's properties");
+          if (p == n.props.end()) {
+            const std::string name = r.is_string() ? r.get<std::string>() : r.dump();
+            fail(path + "/required", std::string("'").append(name).append("' is not one of the object's properties"));
+          }
           p->required = true;
         }
       }
