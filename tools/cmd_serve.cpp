@@ -19,6 +19,7 @@ const char* kServeUsage =
     "                      [--kv-memory MB] [--allow-file-dir DIR] [--tokenizer FILE] [--demo-dir DIR]\n"
     "                      [--max-body-mb N] [--default-max-tokens N] [--served-model-name NAME]\n"
     "                      [--kv-cache-dtype bf16|fp8]  (fp8: e4m3 K/V, nearly twice the tokens per MB)\n"
+    "                      [--json-max-string N]  (response_format: at most N characters per JSON string)\n"
     "Without --model it serves the built-in demo model (random weights: its answers are noise).\n"
     "Routes: / (web UI), POST /v1/chat/completions, GET /v1/models, /health, /metrics.\n";
 
@@ -33,7 +34,8 @@ int cmd_serve(int argc, char** argv) {
   auto args = Args::parse(argc, argv,
                           {"model", "device", "host", "port", "api-key", "max-concurrency", "max-queue",
                            "max-images", "max-pixels", "kv-memory", "allow-file-dir", "tokenizer", "demo-dir",
-                           "max-body-mb", "default-max-tokens", "served-model-name", "kv-cache-dtype"},
+                           "max-body-mb", "default-max-tokens", "served-model-name", "kv-cache-dtype",
+                           "json-max-string"},
                           {"help"});
   if (!args) {
     std::fprintf(stderr, "%s", kServeUsage);
@@ -51,8 +53,9 @@ int cmd_serve(int argc, char** argv) {
   auto kv = args->get_int("kv-memory", 1024, 1, 1 << 24);
   auto body = args->get_int("max-body-mb", 64, 1, 4096);
   auto def_tokens = args->get_int("default-max-tokens", 1024, 1, 1 << 24);
+  auto json_string = args->get_int("json-max-string", 0, 0, 1 << 30);
   for (const Status& s : {port.status(), conc.status(), queue.status(), images.status(), pixels.status(),
-                          kv.status(), body.status(), def_tokens.status()})
+                          kv.status(), body.status(), def_tokens.status(), json_string.status()})
     if (!s) return serve_fail(s.message(), 2);
   const std::string device = args->get("device", "cpu");
   if (device != "cpu" && device != "cuda") return serve_fail("--device must be cpu or cuda", 2);
@@ -62,6 +65,7 @@ int cmd_serve(int argc, char** argv) {
   so.limits.max_images = int(*images);
   so.limits.max_image_pixels = *pixels;
   so.limits.default_max_tokens = int(*def_tokens);
+  so.limits.json_max_string = uint32_t(*json_string);
   so.http.limits.max_body_bytes = size_t(*body) << 20;
   so.limits.max_image_bytes = std::min<int64_t>(so.limits.max_image_bytes, *body << 20);
   if (args->has("allow-file-dir")) {

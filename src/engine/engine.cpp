@@ -28,6 +28,13 @@ size_t stop_holdback(const std::string& text, const std::vector<std::string>& st
   return hold;
 }
 
+std::unique_ptr<grammar::VocabIndex> make_vocab_index(const Tokenizer& tok, int vocab, const std::vector<int>& eos) {
+  std::vector<std::string> bytes(size_t(std::max(vocab, 0)));
+  for (int32_t id = 0; id < vocab && id < tok.vocab_size(); ++id)
+    if (!tok.is_added(id)) bytes[size_t(id)] = tok.token_bytes(id);
+  return std::make_unique<grammar::VocabIndex>(bytes, std::vector<int32_t>(eos.begin(), eos.end()));
+}
+
 Result<PreprocessOptions> preprocess_options(const PreprocessorConfig& pc, int64_t min_pixels, int64_t max_pixels) {
   PreprocessOptions po;
   po.min_pixels = min_pixels > 0 ? min_pixels : pc.min_pixels;
@@ -206,13 +213,27 @@ Result<GenerateResult> Engine::generate(const GenerateRequest& req, const TokenC
   res.finish_reason = "length";
   // Plain greedy without top logprobs: the runner picks the next token (on the GPU the logits
   // never leave it); its choice and log-probability equal the sampler's and top_logprobs'.
-  const bool runner_argmax = req.top_logprobs == 0 && plain_greedy(req.sampling);
+  const bool runner_argmax = req.top_logprobs == 0 && plain_greedy(req.sampling) && !req.response_format;
+  std::unique_ptr<grammar::Matcher> matcher;
+  std::vector<uint64_t> mask;
+  std::vector<float> masked;
+  if (req.response_format) {
+    if (!vocab_index_) vocab_index_ = make_vocab_index(tokenizer_, vocab, eos);
+    matcher = std::make_unique<grammar::Matcher>(req.response_format);
+  }
   GreedyToken chosen;  // the runner's choice for this step (steps after the first)
   for (int step = 0; step < req.max_tokens; ++step) {
     GeneratedToken tok;
     if (runner_argmax && step > 0) {
       tok.id = chosen.id;
       tok.logprob = chosen.logprob;
+    } else if (matcher) {
+      if (vocab_index_->fill_mask(*matcher, mask) == 0) return make_error("the response format allows no next token");
+      masked = last;
+      grammar::apply_mask(mask, masked.data(), vocab);
+      tok.id = sampler.sample(masked.data());
+      tok.top = top_logprobs(last.data(), vocab, req.top_logprobs, &tok.logprob, tok.id);
+      if (!vocab_index_->accept(*matcher, tok.id)) return make_error("the response format refused token %d", tok.id);
     } else {
       tok.id = sampler.sample(last.data());
       tok.top = top_logprobs(last.data(), vocab, req.top_logprobs, &tok.logprob, tok.id);

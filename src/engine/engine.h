@@ -9,6 +9,7 @@
 
 #include "chat/chat.h"
 #include "engine/sampler.h"
+#include "grammar/vocab.h"
 #include "model/runner.h"
 #include "tokenizer/tokenizer.h"
 #include "vision/image.h"
@@ -39,6 +40,9 @@ struct GenerateRequest {
   int top_logprobs = 0;     // per generated token: the top K of its distribution
   int prompt_logprobs = 0;  // per prompt position: the top K of the next-token distribution
   std::vector<std::string> tools;  // tool definitions for the chat template (ChatTemplateOptions::tools)
+  // Structured output: the answer is written in this JSON grammar (null: free text). Each step
+  // masks the tokens it cannot take; the log-probabilities stay the unmasked distribution's.
+  std::shared_ptr<const grammar::Grammar> response_format;
 };
 
 struct GeneratedToken {
@@ -75,6 +79,10 @@ Result<PreprocessOptions> preprocess_options(const PreprocessorConfig& pc, int64
 Result<std::vector<int32_t>> build_prompt_ids(const Tokenizer& tok, const GenerateRequest& req,
                                               const std::vector<ImagePatches>& patches, int32_t image_token_id);
 
+// The token mask's view of a vocabulary (grammar/vocab.h): every token's bytes, added tokens and
+// ids past the tokenizer never allowed; the EOS ids end the answer.
+std::unique_ptr<grammar::VocabIndex> make_vocab_index(const Tokenizer& tok, int vocab, const std::vector<int>& eos);
+
 // How many bytes at the end of `text` must be held back from a stream because they may still
 // become the start of a stop string.
 size_t stop_holdback(const std::string& text, const std::vector<std::string>& stops);
@@ -100,6 +108,7 @@ class Engine {
   std::string dir_;
   Tokenizer tokenizer_;
   std::unique_ptr<ModelRunner> model_;
+  std::unique_ptr<grammar::VocabIndex> vocab_index_;  // built for the first response_format
 };
 
 }  // namespace ost

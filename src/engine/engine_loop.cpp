@@ -83,6 +83,7 @@ struct EngineLoop::Live {
   std::shared_ptr<const VisionOutput> vision;
   MropePositions pos;                    // of `tokens` when the current computation started
   std::unique_ptr<Sampler> sampler;
+  std::unique_ptr<grammar::Matcher> matcher;  // with a response format: where the answer stands
   std::unique_ptr<StreamDecoder> detok;
   std::string text;
   size_t emitted = 0;
@@ -99,6 +100,8 @@ struct EngineLoop::State {
   // Vision outputs by image hash, most recently used at the front.
   std::list<std::pair<uint64_t, std::shared_ptr<const VisionOutput>>> image_lru;
   uint64_t next_id = 1;
+  std::unique_ptr<grammar::VocabIndex> vocab;  // built for the first response format
+  std::vector<uint64_t> mask;                  // the token mask of the row being sampled
 };
 
 int64_t kv_pool_blocks(int64_t kv_memory_mb, int64_t bytes_per_token, int block_size, int64_t runner_pool_tokens) {
@@ -212,6 +215,8 @@ Result<PreparedRequest> EngineLoop::prepare(const GenerateRequest& req) const {
   out.stop = req.stop;
   out.ignore_eos = req.ignore_eos;
   out.top_logprobs = req.top_logprobs;
+  if (req.response_format && req.ignore_eos) return make_error("ignore_eos cannot be used with a response format");
+  out.response_format = req.response_format;
   return out;
 }
 
@@ -294,6 +299,11 @@ void EngineLoop::run() {
       }
       r->sampler = std::make_unique<Sampler>(r->req.sampling, runner_->config().text.vocab_size);
       r->sampler->set_prompt(r->tokens);
+      if (r->req.response_format) {
+        if (!st_->vocab)
+          st_->vocab = make_vocab_index(tok_, runner_->config().text.vocab_size, runner_->generation().eos_token_ids);
+        r->matcher = std::make_unique<grammar::Matcher>(r->req.response_format);
+      }
       r->detok = std::make_unique<StreamDecoder>(tok_, /*skip_special=*/true);
       SchedSeq* key = &r->seq;
       st_->sched->add(key);
@@ -417,9 +427,25 @@ bool EngineLoop::emit_token(Live& r, const float* logits) {
   std::vector<float> masked(logits, logits + vocab);
   for (int id : {cfg.image_token_id, cfg.video_token_id, cfg.vision_start_token_id, cfg.vision_end_token_id})
     if (id >= 0 && id < vocab) masked[size_t(id)] = -INFINITY;
+  // A response format: only the tokens that continue it (its special tokens are masked too).
+  if (r.matcher) {
+    const auto t0 = Clock::now();
+    if (st_->vocab->fill_mask(*r.matcher, st_->mask) == 0) {
+      fail(r, "the response format allows no next token");
+      return true;
+    }
+    grammar::apply_mask(st_->mask, masked.data(), vocab);
+    std::lock_guard<std::mutex> l(mu_);
+    stats_.constrained_tokens++;
+    stats_.token_mask_s += seconds_between(t0, Clock::now());
+  }
   GeneratedToken tok;
   tok.id = r.sampler->sample(masked.data());
   tok.top = top_logprobs(logits, vocab, r.req.top_logprobs, &tok.logprob, tok.id);
+  if (r.matcher && !st_->vocab->accept(*r.matcher, tok.id)) {
+    fail(r, "internal error: the response format refused the token it allowed");
+    return true;
+  }
   return emit(r, std::move(tok));
 }
 
@@ -598,15 +624,20 @@ void EngineLoop::step() {
   }
 
   // Plain greedy rows only: the runner chooses and the logits stay where they are. Otherwise the
-  // sampled rows get candidates (the plain greedy ones still the runner's choice).
-  auto runner_greedy = [](const Live* r) { return r->req.top_logprobs == 0 && plain_greedy(r->req.sampling); };
+  // sampled rows get candidates (the plain greedy ones still the runner's choice). A row with a
+  // response format needs its whole logits row for the mask: neither shortcut sees the mask.
+  auto runner_greedy = [](const Live* r) {
+    return r->req.top_logprobs == 0 && plain_greedy(r->req.sampling) && !r->matcher;
+  };
   const bool runner_choice = opt_.runner_greedy && std::all_of(dec_live.begin(), dec_live.end(), runner_greedy);
   const bool candidates = !runner_choice && opt_.runner_candidates && !dec_live.empty();
   std::vector<CandidateSpec> specs;
   if (candidates)
     for (const Live* r : dec_live)
-      specs.push_back(runner_greedy(r) ? CandidateSpec() : r->sampler->candidate_spec(r->req.top_logprobs));
+      specs.push_back(runner_greedy(r) || r->matcher ? CandidateSpec()
+                                                     : r->sampler->candidate_spec(r->req.top_logprobs));
   std::vector<std::pair<Live*, size_t>> from_candidates;  // decode rows sampled from out.decode_candidates
+  std::vector<std::pair<Live*, size_t>> full_rows;        // candidates steps: rows sampled from full logits
   MixedStepOutput out;
   if (!pre.empty() || !dec_states.empty()) {
     auto res = candidates ? runner_->mixed_step_candidates(pre, dec_states, dec_ids, specs)
@@ -627,8 +658,10 @@ void EngineLoop::step() {
           tok.id = out.decode_tokens[i].id;
           tok.logprob = out.decode_tokens[i].logprob;
           chosen.emplace_back(dec_live[i], std::move(tok));
-        } else if (candidates) {
+        } else if (candidates && !dec_live[i]->matcher) {
           from_candidates.emplace_back(dec_live[i], i);
+        } else if (candidates) {
+          full_rows.emplace_back(dec_live[i], i);
         } else {
           to_sample.emplace_back(dec_live[i], std::vector<float>(out.decode_logits.begin() + int64_t(i) * vocab,
                                                                  out.decode_logits.begin() + int64_t(i + 1) * vocab));
@@ -643,6 +676,16 @@ void EngineLoop::step() {
   sched.complete(done_plan);
   for (auto& [r, logits] : to_sample)
     if (!r->done) emit_token(*r, logits.data());
+  // Decode row i of a candidates step from its full logits.
+  auto emit_full_row = [&](Live& r, size_t i) {
+    if (!out.decode_logits.empty()) {  // a host runner: the logits came with the candidates
+      emit_token(r, out.decode_logits.data() + i * size_t(vocab));
+      return;
+    }
+    auto logits = runner_->decode_row_logits(int(i));
+    if (!logits) fail(r, logits.message());
+    else emit_token(r, logits->data());
+  };
   for (auto& [r, i] : from_candidates) {
     if (r->done) continue;
     const bool decided = emit_candidates(*r, out.decode_candidates[i]);
@@ -651,15 +694,10 @@ void EngineLoop::step() {
       stats_.candidate_rows++;
       if (!decided) stats_.sampling_fallbacks++;
     }
-    if (decided) continue;
-    if (!out.decode_logits.empty()) {  // a host runner: the logits came with the candidates
-      emit_token(*r, out.decode_logits.data() + i * size_t(vocab));
-      continue;
-    }
-    auto logits = runner_->decode_row_logits(int(i));
-    if (!logits) fail(*r, logits.message());
-    else emit_token(*r, logits->data());
+    if (!decided) emit_full_row(*r, i);
   }
+  for (auto& [r, i] : full_rows)
+    if (!r->done) emit_full_row(*r, i);
   for (auto& [r, tok] : chosen)
     if (!r->done) emit(*r, std::move(tok));
 }

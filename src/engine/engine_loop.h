@@ -6,7 +6,8 @@
 // One step: take new requests and cancellations, plan (Scheduler), run the prefill chunks and
 // every decode row in one ModelRunner::mixed_step (the runner's greedy choice when every decode
 // row is plain greedy, else each sampled row's candidates, the full logits only when those do
-// not decide the draw), then sample, detokenize, check stop conditions and push events. No exception escapes the loop: a failing request gets an error event.
+// not decide the draw or the row has a response format, whose token mask needs them), then
+// sample, detokenize, check stop conditions and push events. No exception escapes the loop: a failing request gets an error event.
 #pragma once
 #include <array>
 #include <atomic>
@@ -71,6 +72,7 @@ struct PreparedRequest {
   std::vector<std::string> stop;
   bool ignore_eos = false;
   int top_logprobs = 0;
+  std::shared_ptr<const grammar::Grammar> response_format;  // GenerateRequest::response_format
 };
 
 struct RequestEvent {

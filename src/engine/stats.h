@@ -56,6 +56,9 @@ struct EngineSnapshot {
   // Sampled decode rows drawn from the runner's candidates; of them, those that needed the full
   // logits (the candidates did not decide the draw).
   int64_t candidate_rows = 0, sampling_fallbacks = 0;
+  // Tokens chosen under a response format's mask, and the time spent computing those masks.
+  int64_t constrained_tokens = 0;
+  double token_mask_s = 0;
   int64_t finished_stop = 0, finished_length = 0, finished_cancelled = 0, finished_error = 0;
   Histogram ttft_s{latency_buckets_s()}, itl_s{latency_buckets_s()}, e2e_s{latency_buckets_s()};
   Histogram batch_size{{1, 2, 4, 8, 16, 32, 64, 128, 256}};

@@ -379,6 +379,10 @@ std::string ApiServer::metrics_text() const {
   counter("ost_sampling_candidate_rows_total", "Sampled decode rows drawn from the runner's top-K candidates.",
           s.candidate_rows);
   counter("ost_sampling_fallbacks_total", "Of those, rows whose draw needed the full logits.", s.sampling_fallbacks);
+  counter("ost_constrained_tokens_total", "Tokens chosen under a response_format's token mask.", s.constrained_tokens);
+  o << "# HELP ost_token_mask_seconds_total Time spent computing response_format token masks.\n"
+       "# TYPE ost_token_mask_seconds_total counter\nost_token_mask_seconds_total "
+    << s.token_mask_s << "\n";
   histogram_text(o, "ost_time_to_first_token_seconds", "Time from submission to the first token.", s.ttft_s);
   histogram_text(o, "ost_inter_token_seconds", "Time between consecutive tokens of a request.", s.itl_s);
   histogram_text(o, "ost_e2e_request_seconds", "Time from submission to the end of a request.", s.e2e_s);

@@ -196,7 +196,70 @@ Image load_image_url(const std::string& url, const RequestLimits& lim, const std
   return std::move(*img);
 }
 
-void parse(const json& j, const std::vector<std::string>& raw_tools, const RequestLimits& lim, ChatRequest& out) {
+// response_format: text (default), json_object, or json_schema {name, schema, strict}; the schema
+// in its own key order (properties are written in it).
+std::shared_ptr<const grammar::Grammar> parse_response_format(const nlohmann::ordered_json& rf,
+                                                              const RequestLimits& lim) {
+  grammar::CompileOptions opt;
+  if (lim.json_max_string > 0) opt.max_string_length = lim.json_max_string;
+  const std::string p = "response_format";
+  if (!rf.is_object() || !rf.contains("type") || !rf["type"].is_string())
+    fail("'response_format' must be an object with a string 'type' (text, json_object or json_schema)", p);
+  const std::string type = rf["type"].get<std::string>();
+  if (type == "text") return nullptr;
+  if (type == "json_object") return grammar::json_object_grammar(opt);
+  if (type != "json_schema")
+    fail("'response_format.type' \"" + type + "\" is not supported (text, json_object, json_schema)", p + ".type");
+  const nlohmann::ordered_json& js = rf.contains("json_schema") ? rf["json_schema"] : nlohmann::ordered_json();
+  if (!js.is_object() || !js.contains("schema"))
+    fail("'response_format.json_schema' must be an object with a 'schema' (and a 'name')", p + ".json_schema");
+  if (js.contains("name") && !js["name"].is_string())
+    fail("'response_format.json_schema.name' must be a string", p + ".json_schema.name");
+  if (js.contains("strict") && !js["strict"].is_boolean() && !js["strict"].is_null())
+    fail("'response_format.json_schema.strict' must be a boolean", p + ".json_schema.strict");
+  auto g = grammar::compile_json_schema(js["schema"], opt);
+  if (!g) fail("'response_format.json_schema.schema' is not supported: " + g.message(), p + ".json_schema.schema", 400,
+               "unsupported_schema");
+  return *g;
+}
+
+// tool_choice "required" or a named function: the answer is one call in Qwen's form,
+// <tool_call>\n{"name": NAME, "arguments": ARGS}\n</tool_call>, ARGS following the function's
+// parameters schema. "required" with several tools: any of their names, arguments any object.
+std::shared_ptr<const grammar::Grammar> forced_tool_call(const nlohmann::ordered_json& tools, const std::string& name,
+                                                         const RequestLimits& lim) {
+  using ojson = nlohmann::ordered_json;
+  ojson names = ojson::array(), params = ojson{{"type", "object"}};
+  std::string where;
+  for (size_t k = 0; k < tools.size(); ++k) {
+    const ojson& f = tools[k]["function"];
+    if (name != "*" && f["name"] != name) continue;
+    names.push_back(f["name"]);
+    where = "tools[" + std::to_string(k) + "].function.parameters";
+    if (f.contains("parameters") && !f["parameters"].is_null()) params = f["parameters"];
+  }
+  if (names.empty()) fail("'tool_choice' names \"" + name + "\", which is not one of 'tools'", "tool_choice");
+  if (names.size() > 1) params = ojson{{"type", "object"}};
+  const ojson schema = {{"type", "object"},
+                        {"properties", {{"name", {{"enum", names}}}, {"arguments", params}}},
+                        {"required", {"name", "arguments"}}};
+  grammar::CompileOptions opt;
+  if (lim.json_max_string > 0) opt.max_string_length = lim.json_max_string;
+  opt.prefix = "<tool_call>\n";
+  opt.suffix = "\n</tool_call>";
+  auto g = grammar::compile_json_schema(schema, opt);
+  if (!g) {
+    const std::string m = g.message();  // "#/properties/arguments...: what" -> the tool's own path
+    const std::string inner = "#/properties/arguments";
+    fail("'" + where + "' is not supported for a forced call: " +
+             (m.rfind(inner, 0) == 0 ? "#" + m.substr(inner.size()) : m),
+         where, 400, "unsupported_schema");
+  }
+  return *g;
+}
+
+void parse(const json& j, const nlohmann::ordered_json& oj, const std::vector<std::string>& raw_tools,
+           const RequestLimits& lim, ChatRequest& out) {
   if (!j.is_object()) fail("the request body must be a JSON object");
   if (present(j, "model")) {
     if (!j["model"].is_string()) fail("'model' must be a string", "model");
@@ -303,11 +366,20 @@ void parse(const json& j, const std::vector<std::string>& raw_tools, const Reque
         fail(tp + " must be {\"type\": \"function\", \"function\": {\"name\": ...}}", tp);
     }
   }
+  std::string forced;  // tool_choice: the function the answer must call ("*": any of them)
   if (present(j, "tool_choice")) {
     const json& tc = j["tool_choice"];
+    const json& fn = tc.is_object() && tc.contains("function") ? tc["function"] : json();
     if (tc == "none") tools_on = false;
+    else if (tc == "required") forced = "*";
+    else if (tc.is_object() && tc.contains("type") && tc["type"] == "function" && fn.is_object() &&
+             fn.contains("name") && fn["name"].is_string() && !fn["name"].get<std::string>().empty())
+      forced = fn["name"].get<std::string>();
     else if (tc != "auto")
-      fail("'tool_choice' must be \"auto\" or \"none\" (forcing a call is not supported)", "tool_choice");
+      fail("'tool_choice' must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": "
+           "{\"name\": ...}}",
+           "tool_choice");
+    if (!forced.empty() && (!tools_on || j["tools"].empty())) fail("'tool_choice' forces a call but no 'tools' are given", "tool_choice");
   }
   if (present(j, "parallel_tool_calls") && !j["parallel_tool_calls"].is_boolean())
     fail("'parallel_tool_calls' must be a boolean", "parallel_tool_calls");
@@ -315,6 +387,13 @@ void parse(const json& j, const std::vector<std::string>& raw_tools, const Reque
     out.tools = true;
     for (const std::string& t : raw_tools) g.tools.push_back(t);
   }
+  if (present(j, "response_format")) {
+    g.response_format = parse_response_format(oj["response_format"], lim);
+    if (g.response_format && out.tools)
+      fail("'response_format' together with 'tools' is not supported (or set 'tool_choice': \"none\")",
+           "response_format");
+  }
+  if (!forced.empty()) g.response_format = forced_tool_call(oj["tools"], forced, lim);
 
   g.max_tokens = -lim.default_max_tokens;  // "as many as fit", see EngineLoop::prepare
   if (present(j, "max_completion_tokens")) g.max_tokens = int(get_int(j, "max_completion_tokens", 1, 1 << 24));
@@ -397,17 +476,20 @@ bool parse_chat_request(const std::string& body, const RequestLimits& lim, ChatR
     err = {400, "the request body is not valid JSON", "invalid_request_error", "", "invalid_json"};
     return false;
   }
-  // The tool definitions again, in their own key order (json sorts keys), as Python text.
+  // The tool definitions and the response format's schema again, in their own key order (json
+  // sorts keys); the tools as Python text.
+  nlohmann::ordered_json oj;
+  if (j.is_object() && (j.contains("tools") || j.contains("response_format")))
+    oj = nlohmann::ordered_json::parse(body, nullptr, false);
   std::vector<std::string> raw_tools;
   if (j.is_object() && j.contains("tools") && j["tools"].is_array()) {
-    const auto oj = nlohmann::ordered_json::parse(body, nullptr, false);
     for (const auto& t : oj["tools"]) {
       std::string text;
       if (python_json(t.dump(), text)) raw_tools.push_back(std::move(text));
     }
   }
   try {
-    parse(j, raw_tools, lim, out);
+    parse(j, oj, raw_tools, lim, out);
   } catch (const Fail& f) {
     err = f.e;
     return false;

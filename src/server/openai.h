@@ -26,6 +26,7 @@ struct RequestLimits {
   int64_t max_image_bytes = 32 << 20;    // encoded size of one image
   std::string allow_file_dir;            // file:// URLs only under this folder ("" = refused)
   int default_max_tokens = 1024;         // when the request gives none (clipped to what fits)
+  uint32_t json_max_string = 0;          // response_format: characters per JSON string (0: no limit)
 };
 
 struct ChatRequest {

@@ -105,4 +105,8 @@ bool Tokenizer::is_special(int32_t id) const {
   return impl_ && id >= 0 && id < impl_->vocab_size && impl_->special[size_t(id)];
 }
 
+bool Tokenizer::is_added(int32_t id) const {
+  return impl_ && id >= 0 && id < impl_->vocab_size && impl_->added[size_t(id)];
+}
+
 }  // namespace ost

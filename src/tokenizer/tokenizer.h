@@ -39,6 +39,7 @@ class Tokenizer {
   std::optional<int32_t> token_id(std::string_view token) const;  // vocab text or added token
   int32_t vocab_size() const;                                     // max id + 1
   bool is_special(int32_t id) const;
+  bool is_added(int32_t id) const;  // an added token, special or not (<|im_end|>, <tool_call>)
 
  private:
   friend class StreamDecoder;

@@ -21,10 +21,11 @@ struct TokenizerImpl {
   AddedTokenMatcher raw_added;         // added tokens with normalized == false
   AddedTokenMatcher normalized_added;  // added tokens with normalized == true
 
-  // Per id: the bytes it decodes to, whether it is a special added token, whether it exists.
+  // Per id: the bytes it decodes to, whether it is a (special) added token, whether it exists.
   std::string all_bytes;
   std::vector<uint32_t> bytes_offset;  // size vocab_size + 1, into all_bytes
   std::vector<uint8_t> special;
+  std::vector<uint8_t> added;  // an added token (special or not): never part of BPE output
   std::vector<uint8_t> present;
   int32_t vocab_size = 0;
 

@@ -237,6 +237,7 @@ Result<TokenizerImpl> build(const json& root) {
   for (const auto& [id, bytes] : id_bytes) chosen[size_t(id)] = &bytes;  // later entries win
   impl.present.assign(n, 0);
   impl.special.assign(n, 0);
+  impl.added.assign(n, 0);
   impl.bytes_offset.assign(n + 1, 0);
   for (size_t id = 0; id < n; ++id) {
     impl.bytes_offset[id] = uint32_t(impl.all_bytes.size());
@@ -246,7 +247,10 @@ Result<TokenizerImpl> build(const json& root) {
     }
   }
   impl.bytes_offset[n] = uint32_t(impl.all_bytes.size());
-  for (const AddedToken& a : *added) impl.special[size_t(a.id)] = a.special ? 1 : 0;
+  for (const AddedToken& a : *added) {
+    impl.special[size_t(a.id)] = a.special ? 1 : 0;
+    impl.added[size_t(a.id)] = 1;
+  }
   return impl;
 }
 

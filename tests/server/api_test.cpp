@@ -282,7 +282,8 @@ TEST(Api, ToolsInThePrompt) {
   EXPECT_NE(turn.body.find("[DONE]"), std::string::npos);
   expect_error(s.post({{"messages", user_text("x")}, {"tools", "count"}}), 400, "tools");
   expect_error(s.post({{"messages", user_text("x")}, {"tools", json::array({{{"type", "function"}}})}}), 400, "tools[0]");
-  expect_error(s.post({{"messages", user_text("x")}, {"tools", tools}, {"tool_choice", "required"}}), 400, "tool_choice");
+  expect_error(s.post({{"messages", user_text("x")}, {"tools", tools}, {"tool_choice", "sometimes"}}), 400, "tool_choice");
+  expect_error(s.post({{"messages", user_text("x")}, {"tool_choice", "required"}}), 400, "no 'tools'");
   json bad_call = history;
   bad_call[1]["tool_calls"][0]["function"].erase("name");
   expect_error(s.post({{"messages", bad_call}}), 400, "tool_calls[0]");
