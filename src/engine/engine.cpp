@@ -30,9 +30,12 @@ size_t stop_holdback(const std::string& text, const std::vector<std::string>& st
 
 std::unique_ptr<grammar::VocabIndex> make_vocab_index(const Tokenizer& tok, int vocab, const std::vector<int>& eos) {
   std::vector<std::string> bytes(size_t(std::max(vocab, 0)));
-  for (int32_t id = 0; id < vocab && id < tok.vocab_size(); ++id)
+  std::vector<std::pair<int32_t, std::string>> tags;  // <tool_call>, </tool_call>, ...: tag positions only
+  for (int32_t id = 0; id < vocab && id < tok.vocab_size(); ++id) {
     if (!tok.is_added(id)) bytes[size_t(id)] = tok.token_bytes(id);
-  return std::make_unique<grammar::VocabIndex>(bytes, std::vector<int32_t>(eos.begin(), eos.end()));
+    else if (!tok.is_special(id) && !tok.token_bytes(id).empty()) tags.emplace_back(id, tok.token_bytes(id));
+  }
+  return std::make_unique<grammar::VocabIndex>(bytes, std::vector<int32_t>(eos.begin(), eos.end()), std::move(tags));
 }
 
 Result<PreprocessOptions> preprocess_options(const PreprocessorConfig& pc, int64_t min_pixels, int64_t max_pixels) {

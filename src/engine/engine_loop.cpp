@@ -100,7 +100,6 @@ struct EngineLoop::State {
   // Vision outputs by image hash, most recently used at the front.
   std::list<std::pair<uint64_t, std::shared_ptr<const VisionOutput>>> image_lru;
   uint64_t next_id = 1;
-  std::unique_ptr<grammar::VocabIndex> vocab;  // built for the first response format
   std::vector<uint64_t> mask;                  // the token mask of the row being sampled
 };
 
@@ -217,6 +216,7 @@ Result<PreparedRequest> EngineLoop::prepare(const GenerateRequest& req) const {
   out.top_logprobs = req.top_logprobs;
   if (req.response_format && req.ignore_eos) return make_error("ignore_eos cannot be used with a response format");
   out.response_format = req.response_format;
+  if (out.response_format) vocab_index();  // on this thread, not the engine's (~0.5 s once)
   return out;
 }
 
@@ -263,6 +263,13 @@ Submitted EngineLoop::submit(PreparedRequest req, int n) {
   return res;
 }
 
+const grammar::VocabIndex& EngineLoop::vocab_index() const {
+  std::call_once(vocab_once_, [this] {
+    vocab_ = make_vocab_index(tok_, runner_->config().text.vocab_size, runner_->generation().eos_token_ids);
+  });
+  return *vocab_;
+}
+
 EngineSnapshot EngineLoop::snapshot() const {
   std::lock_guard<std::mutex> l(mu_);
   return stats_;
@@ -300,8 +307,7 @@ void EngineLoop::run() {
       r->sampler = std::make_unique<Sampler>(r->req.sampling, runner_->config().text.vocab_size);
       r->sampler->set_prompt(r->tokens);
       if (r->req.response_format) {
-        if (!st_->vocab)
-          st_->vocab = make_vocab_index(tok_, runner_->config().text.vocab_size, runner_->generation().eos_token_ids);
+        vocab_index();  // made by prepare() already, unless the request did not come through it
         r->matcher = std::make_unique<grammar::Matcher>(r->req.response_format);
       }
       r->detok = std::make_unique<StreamDecoder>(tok_, /*skip_special=*/true);
@@ -430,7 +436,7 @@ bool EngineLoop::emit_token(Live& r, const float* logits) {
   // A response format: only the tokens that continue it (its special tokens are masked too).
   if (r.matcher) {
     const auto t0 = Clock::now();
-    if (st_->vocab->fill_mask(*r.matcher, st_->mask) == 0) {
+    if (vocab_->fill_mask(*r.matcher, st_->mask) == 0) {
       fail(r, "the response format allows no next token");
       return true;
     }
@@ -442,7 +448,7 @@ bool EngineLoop::emit_token(Live& r, const float* logits) {
   GeneratedToken tok;
   tok.id = r.sampler->sample(masked.data());
   tok.top = top_logprobs(logits, vocab, r.req.top_logprobs, &tok.logprob, tok.id);
-  if (r.matcher && !st_->vocab->accept(*r.matcher, tok.id)) {
+  if (r.matcher && !vocab_->accept(*r.matcher, tok.id)) {
     fail(r, "internal error: the response format refused the token it allowed");
     return true;
   }

@@ -146,6 +146,9 @@ class EngineLoop {
   bool emit_token(Live& r, const float* logits);
   bool emit_candidates(Live& r, const RowCandidates& c);
   bool emit(Live& r, GeneratedToken tok);
+  // The vocabulary's token-mask index, made once by the first request with a response format
+  // (on its HTTP thread, in prepare()).
+  const grammar::VocabIndex& vocab_index() const;
 
   std::unique_ptr<ModelRunner> runner_;
   Tokenizer tok_;
@@ -161,6 +164,8 @@ class EngineLoop {
   bool wake_ = false;
   EngineSnapshot stats_;
   std::thread thread_;
+  mutable std::once_flag vocab_once_;
+  mutable std::unique_ptr<grammar::VocabIndex> vocab_;
 
   // Engine thread only.
   struct State;

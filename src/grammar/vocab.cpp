@@ -38,8 +38,9 @@ int plain_chars(const std::string& bytes, int state) {
 
 }  // namespace
 
-VocabIndex::VocabIndex(const std::vector<std::string>& bytes, std::vector<int32_t> end_ids)
-    : vocab_(int(bytes.size())), bytes_(bytes), end_ids_(std::move(end_ids)) {
+VocabIndex::VocabIndex(const std::vector<std::string>& bytes, std::vector<int32_t> end_ids,
+                       std::vector<std::pair<int32_t, std::string>> tags)
+    : vocab_(int(bytes.size())), bytes_(bytes), end_ids_(std::move(end_ids)), tags_(std::move(tags)) {
   std::vector<std::pair<std::string, int32_t>> all, special;
   plain_.assign(kUtf8States, std::vector<uint64_t>(mask_words(), 0));
   std::vector<std::vector<std::pair<int, int32_t>>> by_chars(kUtf8States);
@@ -76,6 +77,26 @@ VocabIndex::VocabIndex(const std::vector<std::string>& bytes, std::vector<int32_
 }
 
 bool VocabIndex::is_end(int32_t id) const { return std::find(end_ids_.begin(), end_ids_.end(), id) != end_ids_.end(); }
+
+const std::string* VocabIndex::tag(int32_t id) const {
+  for (const auto& [t, text] : tags_)
+    if (t == id) return &text;
+  return nullptr;
+}
+
+void VocabIndex::add_tags(Matcher& m, uint64_t* mask) const {
+  if (m.state().top.node != kNoNode) return;  // inside the value
+  for (const auto& [id, text] : tags_) {
+    if (id < 0 || id >= vocab_ || text.empty()) continue;
+    MatchState x = m.state();
+    const size_t mark = m.arena_size();
+    bool ok = true;
+    for (char c : text)
+      if (!(ok = m.step(x, uint8_t(c)))) break;
+    m.truncate(mark);
+    if (ok) set_bit(mask, id);
+  }
+}
 
 VocabIndex::Trie VocabIndex::build(std::vector<std::pair<std::string, int32_t>> tokens) {
   std::sort(tokens.begin(), tokens.end());
@@ -143,6 +164,7 @@ int VocabIndex::fill_mask(Matcher& m, std::vector<uint64_t>& mask) const {
   } else {
     walk(all_, 0, m.state(), m, mask.data());
   }
+  add_tags(m, mask.data());
   return popcount(mask);
 }
 
@@ -162,12 +184,14 @@ int VocabIndex::fill_mask_brute(Matcher& m, std::vector<uint64_t>& mask) const {
     }
     if (ok) set_bit(mask.data(), id);
   }
+  add_tags(m, mask.data());
   return popcount(mask);
 }
 
 bool VocabIndex::accept(Matcher& m, int32_t id) const {
   if (id < 0 || id >= vocab_) return false;
   if (is_end(id)) return m.can_end();
+  if (const std::string* t = tag(id)) return m.state().top.node == kNoNode && m.accept(*t);
   const std::string& b = bytes_[size_t(id)];
   return !b.empty() && m.accept(b);
 }

@@ -20,7 +20,11 @@ class VocabIndex {
   // bytes[id]: what token id writes, for every id of the model's vocabulary ("" for a token that
   // is never allowed: special and added tokens, ids the tokenizer lacks). end_ids: the tokens
   // that end the answer (EOS, <|im_end|>), allowed once the value is complete.
-  VocabIndex(const std::vector<std::string>& bytes, std::vector<int32_t> end_ids);
+  // tags: added tokens (id, text) that may write the grammar's prefix and suffix (a tool call's
+  // <tool_call> and </tool_call>, which a model writes as those tokens), allowed only there:
+  // never inside the value.
+  VocabIndex(const std::vector<std::string>& bytes, std::vector<int32_t> end_ids,
+             std::vector<std::pair<int32_t, std::string>> tags = {});
 
   int vocab() const { return vocab_; }
   size_t mask_words() const { return (size_t(vocab_) + 63) / 64; }
@@ -47,10 +51,13 @@ class VocabIndex {
   static uint32_t build_node(Trie& t, const std::vector<std::pair<std::string, int32_t>>& tokens, size_t a,
                              size_t b, size_t depth, uint32_t node);
   void walk(const Trie& t, uint32_t node, const MatchState& s, Matcher& m, uint64_t* mask) const;
+  const std::string* tag(int32_t id) const;
+  void add_tags(Matcher& m, uint64_t* mask) const;  // the tags that may come next
 
   int vocab_ = 0;
   std::vector<std::string> bytes_;
   std::vector<int32_t> end_ids_;
+  std::vector<std::pair<int32_t, std::string>> tags_;
   Trie all_;      // every token that can be allowed
   Trie special_;  // tokens that are not plain string text
   std::vector<std::vector<uint64_t>> plain_;  // per UTF-8 state (utf8_step): plain tokens valid from it

@@ -22,18 +22,22 @@ struct Vocab {
   std::vector<int32_t> ends;
 };
 
-// As the engine builds it: added tokens and ids past the tokenizer are never allowed; the model's
-// vocabulary is larger than the tokenizer's (151,936).
+// As the engine builds it: added tokens and ids past the tokenizer are never allowed, except the
+// non-special added tokens (<tool_call>, ...) where they write the grammar's prefix or suffix; the
+// model's vocabulary is larger than the tokenizer's (151,936).
 const Vocab& vocab() {
   static Vocab* v = [] {
     auto t = Tokenizer::load(std::string(OST_ASSETS) + "/qwen3/tokenizer.json");
     EXPECT_TRUE(t.is_ok()) << t.message();
     auto* out = new Vocab{*t, nullptr, {}};
     std::vector<std::string> bytes(151936);
-    for (int32_t id = 0; id < out->tok.vocab_size(); ++id)
+    std::vector<std::pair<int32_t, std::string>> tags;
+    for (int32_t id = 0; id < out->tok.vocab_size(); ++id) {
       if (!out->tok.is_added(id)) bytes[size_t(id)] = out->tok.token_bytes(id);
+      else if (!out->tok.is_special(id)) tags.emplace_back(id, out->tok.token_bytes(id));
+    }
     out->ends = {*out->tok.token_id("<|im_end|>"), *out->tok.token_id("<|endoftext|>")};
-    out->index = std::make_unique<VocabIndex>(bytes, out->ends);
+    out->index = std::make_unique<VocabIndex>(bytes, out->ends, std::move(tags));
     return out;
   }();
   return *v;
@@ -114,6 +118,36 @@ TEST(GrammarMask, SpecialTokensAndEndTokens) {
   EXPECT_TRUE(has(mask, v.tok.encode("{\"")[0]));
   EXPECT_FALSE(v.index->accept(m, *v.tok.token_id("<|im_end|>")));
   EXPECT_FALSE(has(mask, 151935));  // past the tokenizer
+}
+
+// A forced tool call: the model may write its tags as the added tokens <tool_call> and
+// </tool_call> (as Qwen3-VL does), there and nowhere else; the trie walk still equals the brute
+// force.
+TEST(GrammarMask, ToolCallTagsAsAddedTokens) {
+  const Vocab& v = vocab();
+  CompileOptions opt;
+  opt.prefix = "<tool_call>\n";
+  opt.suffix = "\n</tool_call>";
+  Matcher m(json_object_grammar(opt));
+  const int32_t open = *v.tok.token_id("<tool_call>"), close = *v.tok.token_id("</tool_call>");
+  std::vector<uint64_t> mask;
+  v.index->fill_mask(m, mask);
+  EXPECT_TRUE(has(mask, open));
+  EXPECT_FALSE(has(mask, close));
+  EXPECT_FALSE(has(mask, *v.tok.token_id("<think>")));
+  expect_same_mask(m, "start");
+  ASSERT_TRUE(v.index->accept(m, open));
+  ASSERT_TRUE(m.accept("\n{\"note\": \""));
+  v.index->fill_mask(m, mask);
+  EXPECT_FALSE(has(mask, open)) << "a tag inside a string";
+  EXPECT_FALSE(v.index->accept(m, open));
+  expect_same_mask(m, "in a string");
+  ASSERT_TRUE(m.accept("x\"}\n"));
+  v.index->fill_mask(m, mask);
+  EXPECT_TRUE(has(mask, close));
+  expect_same_mask(m, "suffix");
+  ASSERT_TRUE(v.index->accept(m, close));
+  EXPECT_TRUE(m.can_end());
 }
 
 TEST(GrammarMask, TimePerStep) {
