@@ -124,6 +124,8 @@ Result<GenerateResult> Engine::generate(const GenerateRequest& req, const TokenC
     return make_error("%zu images given for %d image parts", req.images.size(), count_images(req.messages));
   const ModelConfig& cfg = model_->config();
   const int vocab = cfg.text.vocab_size;
+  for (const auto& [id, b] : req.sampling.logit_bias)
+    if (id >= vocab) return make_error("logit_bias: token id %d is outside the vocabulary (%d tokens)", id, vocab);
   GenerateResult res;
   auto t0 = std::chrono::steady_clock::now();
 
@@ -230,13 +232,17 @@ Result<GenerateResult> Engine::generate(const GenerateRequest& req, const TokenC
     if (runner_argmax && step > 0) {
       tok.id = chosen.id;
       tok.logprob = chosen.logprob;
-    } else if (matcher) {
-      if (vocab_index_->fill_mask(*matcher, mask) == 0) return make_error("the response format allows no next token");
+    } else if (matcher || !req.sampling.logit_bias.empty()) {
       masked = last;
-      grammar::apply_mask(mask, masked.data(), vocab);
+      add_logit_bias(req.sampling, masked.data(), vocab);
+      if (matcher) {
+        if (vocab_index_->fill_mask(*matcher, mask) == 0) return make_error("the response format allows no next token");
+        grammar::apply_mask(mask, masked.data(), vocab);
+      }
       tok.id = sampler.sample(masked.data());
       tok.top = top_logprobs(last.data(), vocab, req.top_logprobs, &tok.logprob, tok.id);
-      if (!vocab_index_->accept(*matcher, tok.id)) return make_error("the response format refused token %d", tok.id);
+      if (matcher && !vocab_index_->accept(*matcher, tok.id))
+        return make_error("the response format refused token %d", tok.id);
     } else {
       tok.id = sampler.sample(last.data());
       tok.top = top_logprobs(last.data(), vocab, req.top_logprobs, &tok.logprob, tok.id);

@@ -215,6 +215,10 @@ Result<PreparedRequest> EngineLoop::prepare(const GenerateRequest& req) const {
   out.ignore_eos = req.ignore_eos;
   out.top_logprobs = req.top_logprobs;
   if (req.response_format && req.ignore_eos) return make_error("ignore_eos cannot be used with a response format");
+  for (const auto& [id, b] : req.sampling.logit_bias)
+    if (id >= runner_->config().text.vocab_size)
+      return make_error("logit_bias: token id %d is outside the vocabulary (%d tokens)", id,
+                        runner_->config().text.vocab_size);
   out.response_format = req.response_format;
   if (out.response_format) vocab_index();  // on this thread, not the engine's (~0.5 s once)
   return out;
@@ -431,6 +435,7 @@ bool EngineLoop::emit_token(Live& r, const float* logits) {
   const int vocab = cfg.text.vocab_size;
   // Vision placeholders are never generated: they would be read as images on recompute.
   std::vector<float> masked(logits, logits + vocab);
+  add_logit_bias(r.req.sampling, masked.data(), vocab);
   for (int id : {cfg.image_token_id, cfg.video_token_id, cfg.vision_start_token_id, cfg.vision_end_token_id})
     if (id >= 0 && id < vocab) masked[size_t(id)] = -INFINITY;
   // A response format: only the tokens that continue it (its special tokens are masked too).
@@ -631,17 +636,19 @@ void EngineLoop::step() {
 
   // Plain greedy rows only: the runner chooses and the logits stay where they are. Otherwise the
   // sampled rows get candidates (the plain greedy ones still the runner's choice). A row with a
-  // response format needs its whole logits row for the mask: neither shortcut sees the mask.
-  auto runner_greedy = [](const Live* r) {
-    return r->req.top_logprobs == 0 && plain_greedy(r->req.sampling) && !r->matcher;
+  // response format or a logit_bias needs its whole logits row: neither shortcut sees the mask
+  // or the bias.
+  auto whole_row = [](const Live* r) { return r->matcher || !r->req.sampling.logit_bias.empty(); };
+  auto runner_greedy = [&](const Live* r) {
+    return r->req.top_logprobs == 0 && plain_greedy(r->req.sampling) && !whole_row(r);
   };
   const bool runner_choice = opt_.runner_greedy && std::all_of(dec_live.begin(), dec_live.end(), runner_greedy);
   const bool candidates = !runner_choice && opt_.runner_candidates && !dec_live.empty();
   std::vector<CandidateSpec> specs;
   if (candidates)
     for (const Live* r : dec_live)
-      specs.push_back(runner_greedy(r) || r->matcher ? CandidateSpec()
-                                                     : r->sampler->candidate_spec(r->req.top_logprobs));
+      specs.push_back(runner_greedy(r) || whole_row(r) ? CandidateSpec()
+                                                       : r->sampler->candidate_spec(r->req.top_logprobs));
   std::vector<std::pair<Live*, size_t>> from_candidates;  // decode rows sampled from out.decode_candidates
   std::vector<std::pair<Live*, size_t>> full_rows;        // candidates steps: rows sampled from full logits
   MixedStepOutput out;
@@ -664,7 +671,7 @@ void EngineLoop::step() {
           tok.id = out.decode_tokens[i].id;
           tok.logprob = out.decode_tokens[i].logprob;
           chosen.emplace_back(dec_live[i], std::move(tok));
-        } else if (candidates && !dec_live[i]->matcher) {
+        } else if (candidates && !whole_row(dec_live[i])) {
           from_candidates.emplace_back(dec_live[i], i);
         } else if (candidates) {
           full_rows.emplace_back(dec_live[i], i);

@@ -17,7 +17,16 @@ Status validate(const SamplingParams& p) {
     return make_error("presence_penalty must be in [-2, 2]");
   if (!(p.frequency_penalty >= -2.0f && p.frequency_penalty <= 2.0f))
     return make_error("frequency_penalty must be in [-2, 2]");
+  for (const auto& [id, b] : p.logit_bias) {
+    if (id < 0) return make_error("logit_bias: token id %d is negative", id);
+    if (!(b >= -100.0f && b <= 100.0f)) return make_error("logit_bias: the bias of token %d must be in [-100, 100]", id);
+  }
   return Status::ok();
+}
+
+void add_logit_bias(const SamplingParams& p, float* x, int vocab) {
+  for (const auto& [id, b] : p.logit_bias)
+    if (id >= 0 && id < vocab) x[id] += b;
 }
 
 static uint64_t splitmix(uint64_t& x) {

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "core/status.h"
@@ -19,14 +20,19 @@ struct SamplingParams {
   float presence_penalty = 0.0f;    // OpenAI: over generated tokens
   float frequency_penalty = 0.0f;   // OpenAI: over generated tokens, times their count
   uint64_t seed = 0;
+  // OpenAI's logit_bias: (token id, bias in [-100, 100]) added to those logits before anything
+  // else (penalties, temperature, the draw); log-probabilities stay the raw model's.
+  std::vector<std::pair<int32_t, float>> logit_bias;
 };
 
 Status validate(const SamplingParams& p);
-// Greedy with no penalty: the next token is the raw logits' argmax (a runner may choose it).
+// Greedy with no penalty or bias: the next token is the raw logits' argmax (a runner may choose it).
 inline bool plain_greedy(const SamplingParams& p) {
   return p.temperature == 0.0f && p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
-         p.frequency_penalty == 0.0f;
+         p.frequency_penalty == 0.0f && p.logit_bias.empty();
 }
+// x[id] += bias for every logit_bias entry (ids within vocab; validate checks the range).
+void add_logit_bias(const SamplingParams& p, float* x, int vocab);
 
 // Small, portable PRNG (xoshiro256**) so a seed gives the same draws on every platform.
 class Rng {

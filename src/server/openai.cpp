@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 
@@ -414,6 +416,21 @@ void parse(const json& j, const nlohmann::ordered_json& oj, const std::vector<st
   if (present(j, "repetition_penalty")) {
     s.repetition_penalty = float(get_number(j, "repetition_penalty", 0, 100));
     if (s.repetition_penalty <= 0) fail("'repetition_penalty' must be > 0", "repetition_penalty");
+  }
+  // OpenAI's logit_bias: {"token id": bias in [-100, 100]}, at most 300 entries.
+  if (present(j, "logit_bias")) {
+    const json& lb = j["logit_bias"];
+    if (!lb.is_object()) fail("'logit_bias' must be an object mapping token ids to numbers", "logit_bias");
+    if (lb.size() > 300) fail("'logit_bias' has more than 300 entries", "logit_bias");
+    for (const auto& [key, v] : lb.items()) {
+      char* end = nullptr;
+      const long long id = std::strtoll(key.c_str(), &end, 10);
+      if (key.empty() || *end != '\0' || id < 0 || id > INT32_MAX || !std::isdigit(uint8_t(key[0])))
+        fail("'logit_bias' keys must be token ids (\"" + key + "\" is not)", "logit_bias");
+      if (!v.is_number() || !(v.get<double>() >= -100 && v.get<double>() <= 100))
+        fail("'logit_bias' values must be numbers in [-100, 100]", "logit_bias");
+      s.logit_bias.emplace_back(int32_t(id), float(v.get<double>()));
+    }
   }
   // vLLM's per-request preprocessing bounds for Qwen-VL models: {"min_pixels", "max_pixels"}.
   if (present(j, "mm_processor_kwargs")) {

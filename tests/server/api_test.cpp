@@ -252,6 +252,37 @@ TEST(Api, ImageBoundsPerRequest) {
                400, "exceeds");
 }
 
+// logit_bias: +100 on "\n" (id 198) makes every token "\n", greedy or sampled, while the
+// reported log-probabilities stay the model's own (a flat random model: far below 0); -100 on
+// the unbiased greedy choice moves it; bad maps are 400s.
+TEST(Api, LogitBias) {
+  TestServer& s = shared();
+  const json msgs = user_text("List the facings");
+  for (double temperature : {0.0, 1.0}) {
+    auto r = s.post({{"messages", msgs}, {"max_tokens", 3}, {"temperature", temperature}, {"seed", 5},
+                     {"logprobs", true}, {"logit_bias", {{"198", 100}}}});
+    ASSERT_EQ(r.status, 200) << r.body;
+    auto j = json::parse(r.body);
+    EXPECT_EQ(j["choices"][0]["message"]["content"], "\n\n\n") << temperature;
+    for (const json& t : j["choices"][0]["logprobs"]["content"]) EXPECT_LT(t["logprob"].get<double>(), -1.0);
+  }
+  auto plain = json::parse(s.post({{"messages", msgs}, {"max_tokens", 1}, {"temperature", 0}, {"logprobs", true}}).body);
+  const std::string first = plain["choices"][0]["logprobs"]["content"][0]["token"];
+  // Its id: the one that, biased down, changes the answer.
+  auto tok = Tokenizer::load(std::string(OST_ASSETS) + "/qwen3/tokenizer.json");
+  ASSERT_TRUE(tok.is_ok()) << tok.message();
+  const auto ids = tok->encode(plain["choices"][0]["message"]["content"].get<std::string>());
+  ASSERT_EQ(ids.size(), 1u) << first;
+  auto down = json::parse(s.post({{"messages", msgs}, {"max_tokens", 1}, {"temperature", 0}, {"logprobs", true},
+                                  {"logit_bias", {{std::to_string(ids[0]), -100}}}})
+                              .body);
+  EXPECT_NE(down["choices"][0]["logprobs"]["content"][0]["token"], first);
+  expect_error(s.post({{"messages", msgs}, {"logit_bias", {{"abc", 1}}}}), 400, "token ids");
+  expect_error(s.post({{"messages", msgs}, {"logit_bias", {{"198", 101}}}}), 400, "[-100, 100]");
+  expect_error(s.post({{"messages", msgs}, {"logit_bias", {{"1000000000", 1}}}}), 400, "outside the vocabulary");
+  expect_error(s.post({{"messages", msgs}, {"logit_bias", json::array()}}), 400, "logit_bias");
+}
+
 // Tools: the definitions reach the prompt (more prompt tokens), tool turns and assistant calls
 // are accepted, tool_choice "none" leaves the tools out, and malformed tool fields are 400s.
 // (The demo model's random weights do not call tools; parsing is tested in ToolStreamHoldsBack
