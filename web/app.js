@@ -155,7 +155,7 @@
            `<pre class="json" id="json-out">${escapeHtml(JSON.stringify(value, null, 2))}</pre>`;
   }
   async function copyText(text) {
-    try { await navigator.clipboard.writeText(text); return true; } catch (e) { /* not a secure context: */ }
+    try { await navigator.clipboard.writeText(text); return true; } catch (e) { /* plain http on a LAN address: no clipboard API */ }
     const ta = document.createElement("textarea");
     ta.value = text;
     document.body.appendChild(ta);
