@@ -12,7 +12,27 @@
     plating: "Assess the dish in this photo: portion size, plating and presentation, and whether it looks consistent with a standard serving.",
     menu: "Read the menu or receipt in this photo. List each item with its price, then give the total if there is one.",
   };
-  let info = {}, imageDataUrl = null, controller = null, history = [];
+  // JSON schemas of the presets whose answer is data ("Structured answer"): the server decodes
+  // under the schema, so the answer always parses unless cut by max tokens. Every property is
+  // required so that a table can rely on its columns.
+  const CURRENCY = { type: "string", enum: ["EUR", "USD", "GBP", "CHF", "CNY", "JPY", "KRW", "INR", "CAD", "AUD",
+                                           "SEK", "NOK", "DKK", "PLN", "CZK", "HUF", "RON", "TRY", "BRL", "MXN"] };
+  const strict = (properties) => ({ type: "object", additionalProperties: false, properties, required: Object.keys(properties) });
+  const SCHEMAS = {
+    price: { name: "price_tag", schema: strict({
+      product: { type: "string" }, price: { type: "number" }, currency: CURRENCY,
+      unit: { type: ["string", "null"] }, on_promotion: { type: "boolean" }, promo_text: { type: ["string", "null"] },
+    }) },
+    menu: { name: "receipt", schema: strict({
+      merchant: { type: ["string", "null"] }, date: { type: ["string", "null"] },
+      items: { type: "array", maxItems: 100, items: strict({ name: { type: "string" }, quantity: { type: "number" }, price: { type: "number" } }) },
+      total: { type: ["number", "null"] }, currency: CURRENCY,
+    }) },
+    oos: { name: "facing_count", schema: strict({
+      items: { type: "array", maxItems: 100, items: strict({ product: { type: "string" }, facings: { type: "integer" }, out_of_stock: { type: "boolean" } }) },
+    }) },
+  };
+  let info = {}, imageDataUrl = null, controller = null, history = [], preset = null;
 
   // ---- tabs ----
   document.querySelectorAll(".tab").forEach((b) => b.addEventListener("click", () => {
@@ -60,8 +80,16 @@
 
   document.querySelectorAll(".preset").forEach((b) => b.addEventListener("click", () => {
     document.querySelectorAll(".preset").forEach((p) => p.classList.toggle("active", p === b));
-    $("prompt").value = PRESETS[b.dataset.preset];
+    preset = b.dataset.preset;
+    $("prompt").value = PRESETS[preset];
+    const form = SCHEMAS[preset];
+    $("structured").disabled = !form;
+    if (!form) $("structured").checked = false;
+    $("structured-hint").textContent = form ? `The answer is JSON in the "${form.name}" form.`
+                                            : "Pick a preset with a form: out-of-stock, price tag or menu & receipt.";
   }));
+  $("quick-look").checked = localStorage.getItem("ost-quick-look") === "1";
+  $("quick-look").addEventListener("change", () => localStorage.setItem("ost-quick-look", $("quick-look").checked ? "1" : "0"));
 
   // ---- asking ----
   function headers() {
@@ -74,19 +102,95 @@
     $("answer").classList.add("error");
     $("answer").textContent = msg;
   }
+  // The shape of a schema in one line, e.g. {merchant, items: [{name, price}], total}: told to
+  // the model so that it knows what the fields mean (the server enforces the form either way).
+  function shape(schema) {
+    if (schema.type === "array") return `[${shape(schema.items)}]`;
+    if (schema.type !== "object") return "";
+    return "{" + Object.entries(schema.properties).map(([k, v]) => {
+      const sub = shape(v);
+      return sub ? `${k}: ${sub}` : k;
+    }).join(", ") + "}";
+  }
+
+  // ---- structured answers ----
+  // An answer that parsed: pretty-printed JSON, a table of each list of records (and of the
+  // top-level plain fields), and a copy button.
+  function cell(v) {
+    if (v === null) return "—";
+    return typeof v === "object" ? JSON.stringify(v) : String(v);
+  }
+  function table(rows, cols, caption) {
+    return `<div class="table-wrap"><table class="data"><caption>${escapeHtml(caption)}</caption><thead><tr>` +
+      cols.map((c) => `<th scope="col">${escapeHtml(c)}</th>`).join("") + "</tr></thead><tbody>" +
+      rows.map((r) => "<tr>" + r.map((v) => `<td>${escapeHtml(cell(v))}</td>`).join("") + "</tr>").join("") +
+      "</tbody></table></div>";
+  }
+  function records(list) {
+    if (!Array.isArray(list) || !list.length || !list.every((x) => x && typeof x === "object" && !Array.isArray(x))) return null;
+    const cols = [...new Set(list.flatMap((x) => Object.keys(x)))];
+    return { cols, rows: list.map((x) => cols.map((c) => (c in x ? x[c] : null))) };
+  }
+  function renderJson(text, finish) {
+    let value;
+    try { value = JSON.parse(text); } catch (e) {
+      const why = finish === "length" ? "it was cut at the token limit (raise Max tokens and ask again)"
+                                      : finish === "stopped" ? "it was stopped before the end" : "it is not complete JSON";
+      return `<p class="json-note error">The structured answer could not be read: ${why}. Raw text:</p>` +
+             `<pre class="json-raw">${escapeHtml(text)}</pre>`;
+    }
+    let html = "";
+    const top = records(value);
+    if (top) html += table(top.rows, top.cols, "Items");
+    if (value && typeof value === "object" && !Array.isArray(value)) {
+      const plain = Object.entries(value).filter(([, v]) => !records(v));
+      if (plain.length) html += table(plain, ["Field", "Value"], "Fields");
+      for (const [k, v] of Object.entries(value)) {
+        const r = records(v);
+        if (r) html += table(r.rows, r.cols, k);
+      }
+    }
+    if (info.demo) html += '<p class="json-note">Demo model: the JSON is valid, its values are noise.</p>';
+    return html + '<div class="row"><button type="button" class="copy-json">Copy JSON</button><span class="copied" role="status"></span></div>' +
+           `<pre class="json" id="json-out">${escapeHtml(JSON.stringify(value, null, 2))}</pre>`;
+  }
+  async function copyText(text) {
+    try { await navigator.clipboard.writeText(text); return true; } catch (e) { /* plain http on a LAN address: no clipboard API */ }
+    const ta = document.createElement("textarea");
+    ta.value = text;
+    document.body.appendChild(ta);
+    ta.select();
+    const ok = document.execCommand("copy");
+    ta.remove();
+    return ok;
+  }
+  $("answer").addEventListener("click", async (e) => {
+    if (!e.target.classList.contains("copy-json")) return;
+    const ok = await copyText($("json-out").textContent);
+    e.target.nextElementSibling.textContent = ok ? "Copied" : "Copy failed: select the JSON below";
+  });
+  function showAnswer(text, json, finish) {
+    $("answer").classList.remove("error");
+    $("answer").innerHTML = json ? renderJson(text, finish) : renderMarkdown(text);
+  }
+
   async function ask() {
     const prompt = $("prompt").value.trim();
     if (!prompt) { $("prompt").focus(); return; }
+    const form = !$("structured").disabled && $("structured").checked ? SCHEMAS[preset] : null;
+    const quick = $("quick-look").checked;
     const content = [];
-    if (imageDataUrl) content.push({ type: "image_url", image_url: { url: imageDataUrl } });
-    content.push({ type: "text", text: prompt });
+    if (imageDataUrl) content.push({ type: "image_url", image_url: quick ? { url: imageDataUrl, detail: "low" } : { url: imageDataUrl } });
+    content.push({ type: "text", text: form ? `${prompt}\n\nAnswer only with JSON of this shape: ${shape(form.schema)}` : prompt });
     const body = {
       model: info.model, stream: true, stream_options: { include_usage: true },
       messages: [{ role: "user", content }],
       max_tokens: parseInt($("max-tokens").value, 10) || 256,
       temperature: parseFloat($("temperature").value) || 0,
     };
+    if (form) body.response_format = { type: "json_schema", json_schema: { name: form.name, strict: true, schema: form.schema } };
     $("answer").classList.remove("error");
+    $("answer").classList.toggle("raw", !!form);
     $("answer").innerHTML = "";
     $("timings").textContent = "waiting…";
     $("send").disabled = true;
@@ -127,14 +231,18 @@
             if (!tFirst) tFirst = performance.now();
             chunks++;
             text += ch.delta.content;
-            $("answer").innerHTML = renderMarkdown(text);
+            if (form) $("answer").textContent = text;  // raw while streaming, rendered when done
+            else $("answer").innerHTML = renderMarkdown(text);
           }
         }
       }
+      if (form && !$("answer").classList.contains("error")) showAnswer(text, true, finish);
     } catch (e) {
       if (e.name !== "AbortError") showError(String(e));
       finish = finish || "stopped";
+      if (form && e.name === "AbortError") showAnswer(text, true, finish);
     } finally {
+      $("answer").classList.remove("raw");
       $("send").disabled = false;
       $("stop").disabled = true;
       controller = null;
@@ -144,8 +252,9 @@
     const ttft = tFirst ? (tFirst - t0) / 1000 : 0;
     const tps = tFirst && ntok > 1 ? (ntok - 1) / ((tEnd - tFirst) / 1000) : 0;
     $("timings").textContent = `TTFT ${ttft.toFixed(2)} s · ${tps.toFixed(1)} tokens/s · ${ntok} tokens` +
-      (usage ? ` · prompt ${usage.prompt_tokens} tokens` : "") + (finish ? ` · ${finish}` : "");
-    history.unshift({ prompt, text, timings: $("timings").textContent, image: !!imageDataUrl, at: new Date().toLocaleTimeString() });
+      (usage ? ` · prompt ${usage.prompt_tokens} tokens` : "") + (quick && imageDataUrl ? " (quick look)" : "") +
+      (form ? " · JSON" : "") + (finish ? ` · ${finish}` : "");
+    history.unshift({ prompt, text, json: !!form, finish, timings: $("timings").textContent, image: !!imageDataUrl, at: new Date().toLocaleTimeString() });
     history = history.slice(0, 50);
     try { sessionStorage.setItem("ost-history", JSON.stringify(history)); } catch (e) { /* full */ }
     drawHistory();
@@ -156,7 +265,7 @@
     history.forEach((h) => {
       const li = document.createElement("li");
       li.innerHTML = `<div>${escapeHtml(h.prompt.slice(0, 90))}${h.image ? " 📷" : ""}</div><div class="meta">${escapeHtml(h.at + " · " + h.timings)}</div>`;
-      li.addEventListener("click", () => { $("prompt").value = h.prompt; $("answer").innerHTML = renderMarkdown(h.text); $("timings").textContent = h.timings; });
+      li.addEventListener("click", () => { $("prompt").value = h.prompt; showAnswer(h.text, h.json, h.finish); $("timings").textContent = h.timings; });
       ol.appendChild(li);
     });
   }

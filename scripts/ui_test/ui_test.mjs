@@ -1,6 +1,9 @@
 // Browser test of the web UI: starts `ostrakon serve` (the demo model) on a free port, opens
 // headless Chromium, uploads a fixture photo, picks a preset, waits for the streamed answer and
-// its timings, then checks the monitoring page draws from /metrics.
+// its timings, then checks the monitoring page draws from /metrics; then asks the price-tag preset
+// for a structured answer (JSON schema) and checks the rendered JSON, and a quick look (image
+// detail "low"). The server caps JSON strings (--json-max-string) so that the demo model's random
+// strings cannot run the structured answer past max_tokens.
 // Usage: node ui_test.mjs [path/to/ostrakon]   (default: ../../build/bin/ostrakon)
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -21,7 +24,7 @@ function fail(msg) {
 }
 
 const server = spawn(bin, ["serve", "--port", "0", "--demo-dir", path.join(cache, "demo"),
-                           "--tokenizer", path.join(repo, "assets/qwen3/tokenizer.json")],
+                           "--tokenizer", path.join(repo, "assets/qwen3/tokenizer.json"), "--json-max-string", "8"],
                      { stdio: ["ignore", "inherit", "pipe"] });
 let log = "";
 const port = await new Promise((resolve, reject) => {
@@ -78,6 +81,51 @@ try {
     return c.getContext("2d").getImageData(0, 0, c.width, c.height).data.some((v) => v !== 0);
   });
   if (!drawn) fail("the KV chart is empty");
+
+  // Structured answer: the toggle needs a preset with a schema.
+  await page.click("#tab-ask");
+  await page.click('button[data-preset="shelf"]');
+  if (!(await page.isDisabled("#structured"))) fail("structured answer is enabled for a preset without a schema");
+  await page.click('button[data-preset="price"]');
+  if (await page.isDisabled("#structured")) fail("structured answer is disabled for the price-tag preset");
+  await page.check("#structured");
+  await page.fill("#max-tokens", "400");
+  await page.fill("#temperature", "0");
+  const sent = [];
+  page.on("request", (r) => { if (r.url().endsWith("/v1/chat/completions")) sent.push(JSON.parse(r.postData())); });
+  await page.click("#send");
+  await page.waitForFunction(() => /· JSON · \w+$/.test(document.getElementById("timings").textContent), null, { timeout: 120000 });
+  const rf = sent[0] && sent[0].response_format;
+  if (!rf || rf.type !== "json_schema" || rf.json_schema.name !== "price_tag") fail("request without the price-tag schema: " + JSON.stringify(rf));
+  const timingsJson = await page.textContent("#timings");
+  if (!timingsJson.endsWith("· stop")) fail("structured answer did not end: " + timingsJson);
+  const jsonText = await page.textContent("#json-out").catch(() => "");
+  let value = null;
+  try { value = JSON.parse(jsonText); } catch (e) { fail("the rendered JSON does not parse: " + JSON.stringify(jsonText) + " | " + await page.textContent("#answer")); }
+  if (value) {
+    console.log("ui_test: structured:", JSON.stringify(value), "|", timingsJson);
+    for (const k of rf.json_schema.schema.required) if (!(k in value)) fail("the JSON lacks required key " + k);
+    if (typeof value.price !== "number" || typeof value.on_promotion !== "boolean") fail("JSON types do not follow the schema");
+    if (!rf.json_schema.schema.properties.currency.enum.includes(value.currency)) fail("currency outside the enum: " + value.currency);
+    const fields = await page.locator("#answer table.data th").allTextContents();
+    if (!fields.includes("Field") || (await page.locator("#answer table.data tbody tr").count()) !== 6) fail("no table of the JSON fields");
+    if (!(await page.textContent("#answer")).includes("values are noise")) fail("no demo-model notice on the JSON answer");
+    await page.click("#answer .copy-json");
+    await page.waitForFunction(() => document.querySelector("#answer .copied").textContent !== "", null, { timeout: 5000 });
+  }
+  if ((await page.locator("#history li").count()) !== 2) fail("history does not hold the structured answer");
+
+  // Quick look: the image goes as detail "low" and the request succeeds.
+  await page.uncheck("#structured");
+  await page.check("#quick-look");
+  await page.fill("#max-tokens", "8");
+  await page.click("#send");
+  await page.waitForFunction(() => /prompt \d+ tokens \(quick look\) · \w+$/.test(document.getElementById("timings").textContent), null, { timeout: 120000 });
+  const quick = sent[1];
+  if (!quick || quick.messages[0].content[0].image_url.detail !== "low") fail("quick look did not send detail low");
+  if (quick && quick.response_format) fail("structured answer sent while unchecked");
+  if (await page.locator("#answer.error").count()) fail("quick look failed: " + await page.textContent("#answer"));
+  console.log("ui_test: quick look:", await page.textContent("#timings"));
   if (errors.length) fail("page errors: " + errors.join("; "));
 } catch (e) {
   fail(String(e && e.stack || e));
