@@ -19,9 +19,11 @@
                                            "SEK", "NOK", "DKK", "PLN", "CZK", "HUF", "RON", "TRY", "BRL", "MXN"] };
   const strict = (properties) => ({ type: "object", additionalProperties: false, properties, required: Object.keys(properties) });
   const SCHEMAS = {
-    price: { name: "price_tag", schema: strict({
-      product: { type: "string" }, price: { type: "number" }, currency: CURRENCY,
-      unit: { type: ["string", "null"] }, on_promotion: { type: "boolean" }, promo_text: { type: ["string", "null"] },
+    price: { name: "price_tags", schema: strict({
+      tags: { type: "array", maxItems: 50, items: strict({
+        product: { type: "string" }, price: { type: "number" }, currency: CURRENCY,
+        unit: { type: ["string", "null"] }, on_promotion: { type: "boolean" }, promo_text: { type: ["string", "null"] },
+      }) },
     }) },
     menu: { name: "receipt", schema: strict({
       merchant: { type: ["string", "null"] }, date: { type: ["string", "null"] },

@@ -96,7 +96,7 @@ try {
   await page.click("#send");
   await page.waitForFunction(() => /· JSON · \w+$/.test(document.getElementById("timings").textContent), null, { timeout: 120000 });
   const rf = sent[0] && sent[0].response_format;
-  if (!rf || rf.type !== "json_schema" || rf.json_schema.name !== "price_tag") fail("request without the price-tag schema: " + JSON.stringify(rf));
+  if (!rf || rf.type !== "json_schema" || rf.json_schema.name !== "price_tags") fail("request without the price-tag schema: " + JSON.stringify(rf));
   const timingsJson = await page.textContent("#timings");
   if (!timingsJson.endsWith("· stop")) fail("structured answer did not end: " + timingsJson);
   const jsonText = await page.textContent("#json-out").catch(() => "");
@@ -104,11 +104,16 @@ try {
   try { value = JSON.parse(jsonText); } catch (e) { fail("the rendered JSON does not parse: " + JSON.stringify(jsonText) + " | " + await page.textContent("#answer")); }
   if (value) {
     console.log("ui_test: structured:", JSON.stringify(value), "|", timingsJson);
-    for (const k of rf.json_schema.schema.required) if (!(k in value)) fail("the JSON lacks required key " + k);
-    if (typeof value.price !== "number" || typeof value.on_promotion !== "boolean") fail("JSON types do not follow the schema");
-    if (!rf.json_schema.schema.properties.currency.enum.includes(value.currency)) fail("currency outside the enum: " + value.currency);
-    const fields = await page.locator("#answer table.data th").allTextContents();
-    if (!fields.includes("Field") || (await page.locator("#answer table.data tbody tr").count()) !== 6) fail("no table of the JSON fields");
+    if (!Array.isArray(value.tags)) fail("the JSON has no list of tags");
+    const tag = rf.json_schema.schema.properties.tags.items;
+    for (const t of value.tags || []) {
+      for (const k of tag.required) if (!(k in t)) fail("a tag lacks required key " + k);
+      if (typeof t.price !== "number" || typeof t.on_promotion !== "boolean") fail("JSON types do not follow the schema");
+      if (!tag.properties.currency.enum.includes(t.currency)) fail("currency outside the enum: " + t.currency);
+    }
+    const rows = await page.locator("#answer table.data tbody tr").count();
+    // A table of the tags, or (no tag read) of the top-level fields.
+    if (rows !== Math.max(1, (value.tags || []).length)) fail("no table of the JSON (" + rows + " rows)");
     if (!(await page.textContent("#answer")).includes("values are noise")) fail("no demo-model notice on the JSON answer");
     await page.click("#answer .copy-json");
     await page.waitForFunction(() => document.querySelector("#answer .copied").textContent !== "", null, { timeout: 5000 });
