@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "core/file_util.h"
 #include "engine/engine.h"
 #include "io/safetensors.h"
 #include "tools/args.h"
@@ -23,6 +24,8 @@ const char* kUsage =
     "                    token embeddings at load) [--no-quantize-embeddings]\n"
     "                    [--kv-cache-dtype bf16|fp8]  (fp8: e4m3 K/V with a scale per token and kv head)\n"
     "                    [--dump FILE]   (every named intermediate of the prompt pass, f32 safetensors)\n"
+    "                    [--json-schema FILE | --json-object]  (the answer is JSON valid for the\n"
+    "                    schema in FILE / any JSON object, by constrained decoding)\n"
     "Images come before the text in the user turn. --temperature 0 is greedy (the default).\n";
 
 nlohmann::json top_json(const std::vector<TokenLogprob>& top) {
@@ -43,8 +46,8 @@ int cmd_run(int argc, char** argv) {
                           {"model", "image", "prompt", "system", "max-tokens", "temperature", "top-p",
                            "top-k", "min-p", "repetition-penalty", "presence-penalty", "frequency-penalty",
                            "seed", "stop", "min-pixels", "max-pixels", "device", "logprobs", "prompt-logprobs", "dump", "quant",
-                           "kv-cache-dtype"},
-                          {"json", "help", "ignore-eos", "no-quantize-embeddings"});
+                           "kv-cache-dtype", "json-schema"},
+                          {"json", "help", "ignore-eos", "no-quantize-embeddings", "json-object"});
   if (!args) {
     std::fprintf(stderr, "%s", kUsage);
     return fail(args.message(), 2);
@@ -89,6 +92,18 @@ int cmd_run(int argc, char** argv) {
   req.max_pixels = *maxpx;
   req.stop = args->all("stop");
   req.ignore_eos = args->has("ignore-eos");
+  if (args->has("json-schema") && args->has("json-object")) return fail("give --json-schema or --json-object, not both", 2);
+  if (args->has("json-object")) req.response_format = grammar::json_object_grammar();
+  if (args->has("json-schema")) {
+    const std::string path = args->get("json-schema");
+    auto text = read_file(path);
+    if (!text) return fail("--json-schema " + path + ": " + text.message(), 2);
+    auto schema = nlohmann::ordered_json::parse(*text, nullptr, false);
+    if (schema.is_discarded()) return fail("--json-schema " + path + ": not valid JSON", 2);
+    auto g = grammar::compile_json_schema(schema);
+    if (!g) return fail("--json-schema " + path + ": " + g.message(), 2);
+    req.response_format = *g;
+  }
 
   if (args->has("system")) req.messages.push_back({"system", {ContentPart::make_text(args->get("system"))}, {}});
   ChatMessage user{"user", {}, {}};

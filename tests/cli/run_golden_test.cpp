@@ -135,6 +135,39 @@ TEST_F(RunGolden, StopStringCutsTheAnswer) {
   EXPECT_EQ(j["text"].get<std::string>(), text.substr(0, text.find(stop)));
 }
 
+// --json-schema: the random-weight model's answer is JSON valid for the schema (strings bounded
+// by maxLength so that it ends), and it ends by itself.
+TEST_F(RunGolden, JsonSchemaConstrainsTheAnswer) {
+  testing::TempDir tmp;
+  const std::string schema = R"({"type": "object", "properties": {
+      "product": {"type": "string", "maxLength": 8}, "price": {"type": "number"},
+      "currency": {"enum": ["EUR", "USD", "CNY"]}, "on_promotion": {"type": "boolean"}},
+    "required": ["product", "price", "currency", "on_promotion"], "additionalProperties": false})";
+  ASSERT_TRUE(write_file(tmp / "tag.json", schema).is_ok());
+  for (const char* sampling : {"", " --temperature 1 --seed 3"}) {
+    auto r = sh(std::string(OST_BIN) + " run --device cpu --model " + model() + " --prompt " + q("Read the price tag") +
+                " --max-tokens 200 --json --json-schema " + (tmp / "tag.json") + sampling);
+    ASSERT_EQ(r.code, 0) << r.out;
+    const json j = json::parse(r.out);
+    EXPECT_EQ(j["finish_reason"], "stop") << sampling;
+    const json v = json::parse(j["text"].get<std::string>(), nullptr, false);
+    ASSERT_TRUE(v.is_object()) << j["text"];
+    EXPECT_EQ(v.size(), 4u);
+    EXPECT_TRUE(v["product"].is_string() && v["product"].get<std::string>().size() <= 8 * 4);
+    EXPECT_TRUE(v["price"].is_number());
+    EXPECT_TRUE(v["currency"] == "EUR" || v["currency"] == "USD" || v["currency"] == "CNY") << v;
+    EXPECT_TRUE(v["on_promotion"].is_boolean());
+  }
+  ASSERT_TRUE(write_file(tmp / "bad.json", R"({"type": "string", "pattern": "^a"})").is_ok());
+  auto bad = sh(std::string(OST_BIN) + " run --model " + model() + " --prompt hi --json-schema " + (tmp / "bad.json") + " 2>&1");
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.out.find("pattern"), std::string::npos) << bad.out;
+  auto both = sh(std::string(OST_BIN) + " run --model " + model() + " --prompt hi --json-object --json-schema " +
+                 (tmp / "tag.json") + " 2>&1");
+  EXPECT_NE(both.code, 0);
+  EXPECT_NE(both.out.find("not both"), std::string::npos) << both.out;
+}
+
 // --dump writes every named intermediate; the merger output equals the reference's vision_embeds.
 TEST_F(RunGolden, DumpHoldsTheIntermediatesLayerByLayer) {
   testing::TempDir tmp;
