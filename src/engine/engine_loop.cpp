@@ -255,6 +255,11 @@ Submitted EngineLoop::submit(PreparedRequest req, int n) {
       res.message = "the engine is shutting down";
       return res;
     }
+    if (n > opt_.max_queue) {
+      res.code = SubmitCode::kTooManyChoices;
+      res.message = std::to_string(n) + " choices are more than the queue holds (" + std::to_string(opt_.max_queue) + ")";
+      return res;
+    }
     if (int64_t(inbox_.size()) + stats_.waiting + n > opt_.max_queue) {
       res.code = SubmitCode::kQueueFull;
       res.message = "the request queue is full (" + std::to_string(opt_.max_queue) + " places, " +

@@ -105,7 +105,7 @@ class RequestChannel {
   std::function<void()> wake_;
 };
 
-enum class SubmitCode { kOk, kQueueFull, kStopped };
+enum class SubmitCode { kOk, kQueueFull, kStopped, kTooManyChoices };  // the last: n > max_queue, never fits
 
 struct Submitted {
   SubmitCode code = SubmitCode::kOk;

@@ -188,6 +188,7 @@ void ApiServer::chat(const http::Request& req, http::Conn& c, const std::shared_
   Submitted sub = eng->submit(std::move(*prepared), cr.n);
   if (sub.code == SubmitCode::kQueueFull)
     return reply_error(c, route, {429, sub.message, "rate_limit_error", "", "queue_full"});
+  if (sub.code == SubmitCode::kTooManyChoices) return reply_error(c, route, {400, sub.message, "invalid_request_error", "n", ""});
   if (sub.code != SubmitCode::kOk) return reply_error(c, route, {503, sub.message, "server_error", "", ""});
 
   const std::string id = new_completion_id();

@@ -520,6 +520,8 @@ TEST(Api, FullQueueIsRefusedWith429) {
   int b = start_stream();
   ASSERT_TRUE(s.wait_for([&] { return s.metric("ost_queue_waiting") == 1; }));
   expect_error(s.post({{"messages", user_text("x")}, {"max_tokens", 1}}), 429, "queue");
+  // More choices than the queue can ever hold: not a reason to retry.
+  expect_error(s.post({{"messages", user_text("x")}, {"max_tokens", 1}, {"n", 2}}), 400, "more than the queue holds");
   ::close(a);
   ::close(b);
   EXPECT_TRUE(s.wait_for([&] { return s.metric("ost_kv_blocks_used") == 0 && s.metric("ost_queue_waiting") == 0; }));
