@@ -28,16 +28,6 @@ size_t stop_holdback(const std::string& text, const std::vector<std::string>& st
   return hold;
 }
 
-std::unique_ptr<grammar::VocabIndex> make_vocab_index(const Tokenizer& tok, int vocab, const std::vector<int>& eos) {
-  std::vector<std::string> bytes(size_t(std::max(vocab, 0)));
-  std::vector<std::pair<int32_t, std::string>> tags;  // <tool_call>, </tool_call>, ...: tag positions only
-  for (int32_t id = 0; id < vocab && id < tok.vocab_size(); ++id) {
-    if (!tok.is_added(id)) bytes[size_t(id)] = tok.token_bytes(id);
-    else if (!tok.is_special(id) && !tok.token_bytes(id).empty()) tags.emplace_back(id, tok.token_bytes(id));
-  }
-  return std::make_unique<grammar::VocabIndex>(bytes, std::vector<int32_t>(eos.begin(), eos.end()), std::move(tags));
-}
-
 Result<PreprocessOptions> preprocess_options(const PreprocessorConfig& pc, int64_t min_pixels, int64_t max_pixels) {
   PreprocessOptions po;
   po.min_pixels = min_pixels > 0 ? min_pixels : pc.min_pixels;
@@ -118,14 +108,12 @@ Result<std::vector<int32_t>> Engine::prompt_ids(const GenerateRequest& req,
 }
 
 Result<GenerateResult> Engine::generate(const GenerateRequest& req, const TokenCallback& on_token) {
-  OST_TRY(validate(req.sampling));
+  OST_TRY(validate(req.sampling, model_->config().text.vocab_size));
   if (req.max_tokens < 0) return make_error("max_tokens must be >= 0");
   if (int(req.images.size()) != count_images(req.messages))
     return make_error("%zu images given for %d image parts", req.images.size(), count_images(req.messages));
   const ModelConfig& cfg = model_->config();
   const int vocab = cfg.text.vocab_size;
-  for (const auto& [id, b] : req.sampling.logit_bias)
-    if (id >= vocab) return make_error("logit_bias: token id %d is outside the vocabulary (%d tokens)", id, vocab);
   GenerateResult res;
   auto t0 = std::chrono::steady_clock::now();
 
@@ -223,7 +211,7 @@ Result<GenerateResult> Engine::generate(const GenerateRequest& req, const TokenC
   std::vector<uint64_t> mask;
   std::vector<float> masked;
   if (req.response_format) {
-    if (!vocab_index_) vocab_index_ = make_vocab_index(tokenizer_, vocab, eos);
+    if (!vocab_index_) vocab_index_ = grammar::make_vocab_index(tokenizer_, vocab, eos);
     matcher = std::make_unique<grammar::Matcher>(req.response_format);
   }
   GreedyToken chosen;  // the runner's choice for this step (steps after the first)

@@ -79,10 +79,6 @@ Result<PreprocessOptions> preprocess_options(const PreprocessorConfig& pc, int64
 Result<std::vector<int32_t>> build_prompt_ids(const Tokenizer& tok, const GenerateRequest& req,
                                               const std::vector<ImagePatches>& patches, int32_t image_token_id);
 
-// The token mask's view of a vocabulary (grammar/vocab.h): every token's bytes, added tokens and
-// ids past the tokenizer never allowed; the EOS ids end the answer.
-std::unique_ptr<grammar::VocabIndex> make_vocab_index(const Tokenizer& tok, int vocab, const std::vector<int>& eos);
-
 // How many bytes at the end of `text` must be held back from a stream because they may still
 // become the start of a stop string.
 size_t stop_holdback(const std::string& text, const std::vector<std::string>& stops);

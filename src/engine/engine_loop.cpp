@@ -174,7 +174,7 @@ int64_t EngineLoop::context_length() const {
 }
 
 Result<PreparedRequest> EngineLoop::prepare(const GenerateRequest& req) const {
-  OST_TRY(validate(req.sampling));
+  OST_TRY(validate(req.sampling, runner_->config().text.vocab_size));
   if (int(req.images.size()) != count_images(req.messages))
     return make_error("%zu images given for %d image parts", req.images.size(), count_images(req.messages));
   PreparedRequest out;
@@ -215,10 +215,6 @@ Result<PreparedRequest> EngineLoop::prepare(const GenerateRequest& req) const {
   out.ignore_eos = req.ignore_eos;
   out.top_logprobs = req.top_logprobs;
   if (req.response_format && req.ignore_eos) return make_error("ignore_eos cannot be used with a response format");
-  for (const auto& [id, b] : req.sampling.logit_bias)
-    if (id >= runner_->config().text.vocab_size)
-      return make_error("logit_bias: token id %d is outside the vocabulary (%d tokens)", id,
-                        runner_->config().text.vocab_size);
   out.response_format = req.response_format;
   if (out.response_format) vocab_index();  // on this thread, not the engine's (~0.5 s once)
   return out;
@@ -274,7 +270,7 @@ Submitted EngineLoop::submit(PreparedRequest req, int n) {
 
 const grammar::VocabIndex& EngineLoop::vocab_index() const {
   std::call_once(vocab_once_, [this] {
-    vocab_ = make_vocab_index(tok_, runner_->config().text.vocab_size, runner_->generation().eos_token_ids);
+    vocab_ = grammar::make_vocab_index(tok_, runner_->config().text.vocab_size, runner_->generation().eos_token_ids);
   });
   return *vocab_;
 }

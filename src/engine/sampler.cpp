@@ -6,7 +6,7 @@
 
 namespace ost {
 
-Status validate(const SamplingParams& p) {
+Status validate(const SamplingParams& p, int vocab) {
   if (!(p.temperature >= 0.0f) || p.temperature > 100.0f) return make_error("temperature must be in [0, 100]");
   if (p.top_k < 0) return make_error("top_k must be >= 0");
   if (!(p.top_p > 0.0f && p.top_p <= 1.0f)) return make_error("top_p must be in (0, 1]");
@@ -19,6 +19,7 @@ Status validate(const SamplingParams& p) {
     return make_error("frequency_penalty must be in [-2, 2]");
   for (const auto& [id, b] : p.logit_bias) {
     if (id < 0) return make_error("logit_bias: token id %d is negative", id);
+    if (vocab > 0 && id >= vocab) return make_error("logit_bias: token id %d is outside the vocabulary (%d tokens)", id, vocab);
     if (!(b >= -100.0f && b <= 100.0f)) return make_error("logit_bias: the bias of token %d must be in [-100, 100]", id);
   }
   return Status::ok();
@@ -26,7 +27,7 @@ Status validate(const SamplingParams& p) {
 
 void add_logit_bias(const SamplingParams& p, float* x, int vocab) {
   for (const auto& [id, b] : p.logit_bias)
-    if (id >= 0 && id < vocab) x[id] += b;
+    if (id < vocab) x[id] += b;
 }
 
 static uint64_t splitmix(uint64_t& x) {

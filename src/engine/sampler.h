@@ -25,13 +25,14 @@ struct SamplingParams {
   std::vector<std::pair<int32_t, float>> logit_bias;
 };
 
-Status validate(const SamplingParams& p);
+// vocab > 0: logit_bias ids must also be below it.
+Status validate(const SamplingParams& p, int vocab = 0);
 // Greedy with no penalty or bias: the next token is the raw logits' argmax (a runner may choose it).
 inline bool plain_greedy(const SamplingParams& p) {
   return p.temperature == 0.0f && p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
          p.frequency_penalty == 0.0f && p.logit_bias.empty();
 }
-// x[id] += bias for every logit_bias entry (ids within vocab; validate checks the range).
+// x[id] += bias for every logit_bias entry (validate checks the ids).
 void add_logit_bias(const SamplingParams& p, float* x, int vocab);
 
 // Small, portable PRNG (xoshiro256**) so a seed gives the same draws on every platform.

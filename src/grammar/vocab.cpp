@@ -196,6 +196,16 @@ bool VocabIndex::accept(Matcher& m, int32_t id) const {
   return !b.empty() && m.accept(b);
 }
 
+std::unique_ptr<VocabIndex> make_vocab_index(const Tokenizer& tok, int vocab, const std::vector<int>& eos) {
+  std::vector<std::string> bytes(size_t(std::max(vocab, 0)));
+  std::vector<std::pair<int32_t, std::string>> tags;  // <tool_call>, </tool_call>, ...: tag positions only
+  for (int32_t id = 0; id < vocab && id < tok.vocab_size(); ++id) {
+    if (!tok.is_added(id)) bytes[size_t(id)] = tok.token_bytes(id);
+    else if (!tok.is_special(id) && !tok.token_bytes(id).empty()) tags.emplace_back(id, tok.token_bytes(id));
+  }
+  return std::make_unique<VocabIndex>(bytes, std::vector<int32_t>(eos.begin(), eos.end()), std::move(tags));
+}
+
 void apply_mask(const std::vector<uint64_t>& mask, float* logits, int vocab) {
   for (int i = 0; i < vocab; ++i)
     if (!((mask[size_t(i) >> 6] >> (i & 63)) & 1)) logits[i] = -INFINITY;

@@ -8,10 +8,12 @@
 // trie).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "grammar/grammar.h"
+#include "tokenizer/tokenizer.h"
 
 namespace ost::grammar {
 
@@ -67,6 +69,11 @@ class VocabIndex {
   std::vector<std::vector<int32_t>> plain_by_chars_;
   std::vector<std::vector<uint32_t>> plain_upto_;
 };
+
+// The index of a model's vocabulary (vocab ids, which may exceed the tokenizer's): every
+// token's bytes; added tokens never allowed except the non-special ones (<tool_call>, ...) as
+// tags; ids past the tokenizer never; the eos ids end the answer.
+std::unique_ptr<VocabIndex> make_vocab_index(const Tokenizer& tok, int vocab, const std::vector<int>& eos);
 
 // Sets every logit whose token the mask leaves out to -inf.
 void apply_mask(const std::vector<uint64_t>& mask, float* logits, int vocab);

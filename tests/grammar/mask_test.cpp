@@ -22,22 +22,15 @@ struct Vocab {
   std::vector<int32_t> ends;
 };
 
-// As the engine builds it: added tokens and ids past the tokenizer are never allowed, except the
-// non-special added tokens (<tool_call>, ...) where they write the grammar's prefix or suffix; the
-// model's vocabulary is larger than the tokenizer's (151,936).
+// As the engine builds it (make_vocab_index): the model's vocabulary is larger than the
+// tokenizer's (151,936).
 const Vocab& vocab() {
   static Vocab* v = [] {
     auto t = Tokenizer::load(std::string(OST_ASSETS) + "/qwen3/tokenizer.json");
     EXPECT_TRUE(t.is_ok()) << t.message();
     auto* out = new Vocab{*t, nullptr, {}};
-    std::vector<std::string> bytes(151936);
-    std::vector<std::pair<int32_t, std::string>> tags;
-    for (int32_t id = 0; id < out->tok.vocab_size(); ++id) {
-      if (!out->tok.is_added(id)) bytes[size_t(id)] = out->tok.token_bytes(id);
-      else if (!out->tok.is_special(id)) tags.emplace_back(id, out->tok.token_bytes(id));
-    }
     out->ends = {*out->tok.token_id("<|im_end|>"), *out->tok.token_id("<|endoftext|>")};
-    out->index = std::make_unique<VocabIndex>(bytes, out->ends, std::move(tags));
+    out->index = make_vocab_index(out->tok, 151936, std::vector<int>(out->ends.begin(), out->ends.end()));
     return out;
   }();
   return *v;
