@@ -29,10 +29,6 @@ bool cuda_available() {
 
 namespace cuda {
 
-CudaSequence::~CudaSequence() {
-  if (runner && !paged) runner->release_blocks(blocks);
-}
-
 CudaRunner::~CudaRunner() {
   if (stream_) cudaStreamSynchronize(stream_);
   for (auto& [b, g] : graphs_)
@@ -83,67 +79,6 @@ Status CudaRunner::fused_linear(const bf16* x, int64_t n, const bf16* w, const Q
   return launch_gemv(p, fused_gemv_rows(n), s);
 }
 
-Result<std::unique_ptr<SequenceState>> CudaRunner::new_sequence(int64_t capacity) {
-  if (capacity <= 0) return make_error("new_sequence: capacity must be positive");
-  const int64_t nb = (capacity + kBlock - 1) / kBlock;
-  if (nb > table_width_)
-    return make_error("new_sequence: %lld tokens exceed the per-sequence limit of %lld",
-                      (long long)capacity, (long long)(int64_t(table_width_) * kBlock));
-  if (nb > int64_t(free_blocks_.size()))
-    return make_error("new_sequence: the KV cache has %zu free blocks of %d tokens, %lld needed",
-                      free_blocks_.size(), kBlock, (long long)nb);
-  auto s = std::make_unique<CudaSequence>();
-  s->runner = this;
-  s->id = next_seq_id_++;
-  s->capacity = nb * kBlock;
-  for (int64_t i = 0; i < nb; ++i) {
-    s->blocks.push_back(free_blocks_.back());
-    own_block_[size_t(free_blocks_.back())] = 1;
-    free_blocks_.pop_back();
-  }
-  return std::unique_ptr<SequenceState>(std::move(s));
-}
-
-// Engine pages: the sequence takes no block of the pool's free list; the engine's BlockManager
-// hands out the ids (at most kv_pool_tokens() / kBlock of them, so every id is a block here).
-Result<std::unique_ptr<SequenceState>> CudaRunner::new_paged_sequence(int64_t cached) {
-  if (cached < 0 || cached % kBlock != 0)
-    return make_error("new_paged_sequence: %lld cached tokens is not a multiple of the block size %d",
-                      (long long)cached, kBlock);
-  auto s = std::make_unique<CudaSequence>();
-  s->runner = this;
-  s->id = next_seq_id_++;
-  s->paged = true;
-  s->len = cached;  // capacity 0 until the table comes: nothing runs before it
-  return std::unique_ptr<SequenceState>(std::move(s));
-}
-
-Status CudaRunner::set_block_table(SequenceState& st, const std::vector<int>& blocks) {
-  auto& s = static_cast<CudaSequence&>(st);
-  if (s.runner != this || !s.paged) return make_error("set_block_table: not a paged sequence of this runner");
-  if (int64_t(blocks.size()) > table_width_)
-    return make_error("set_block_table: %zu blocks exceed the per-sequence limit of %d", blocks.size(), table_width_);
-  if (blocks.size() < s.blocks.size() || !std::equal(s.blocks.begin(), s.blocks.end(), blocks.begin()))
-    return make_error("set_block_table: a sequence's block table may only grow");
-  for (int b : blocks) {
-    if (b < 0 || b >= num_blocks_)
-      return make_error("set_block_table: block %d is outside the pool of %lld blocks", b, (long long)num_blocks_);
-    if (own_block_[size_t(b)]) return make_error("set_block_table: block %d is held by a sequence of the runner's own", b);
-  }
-  if (int64_t(blocks.size()) * kBlock < s.len)
-    return make_error("set_block_table: %zu blocks for %lld cached tokens", blocks.size(), (long long)s.len);
-  if (blocks.size() == s.blocks.size()) return Status::ok();
-  s.blocks.assign(blocks.begin(), blocks.end());
-  s.capacity = int64_t(blocks.size()) * kBlock;
-  s.id = next_seq_id_++;  // its staged table rows are stale
-  return Status::ok();
-}
-
-void CudaRunner::release_blocks(const std::vector<int32_t>& blocks) {
-  for (int32_t b : blocks) own_block_[size_t(b)] = 0;
-  free_blocks_.insert(free_blocks_.end(), blocks.begin(), blocks.end());
-}
-
 Result<VisionOutput> CudaRunner::device_rows(const VisionOutput& v, int64_t from, int64_t n) {
   const auto* d = static_cast<const DeviceVisionRows*>(v.device.get());
   if (!d || from < 0 || n <= 0 || from + n > d->rows)
@@ -161,35 +96,6 @@ Result<VisionOutput> CudaRunner::device_rows(const VisionOutput& v, int64_t from
   out.n_merged = n;
   out.device = std::move(part);
   return out;
-}
-
-int32_t* CudaRunner::field(int32_t* base, StepField f) const { return base + size_t(f) * kMaxRows; }
-
-int32_t CudaRunner::slot_of(const CudaSequence& s, int64_t i) const {
-  return s.blocks[size_t(i / kBlock)] * kBlock + int32_t(i % kBlock);
-}
-
-// A staging row is copied to the device only when a different sequence, or the same one with
-// a grown table (set_block_table renews the id), takes it. Decode graphs read the rows from the
-// same device buffer at run time, so they stay valid when a table changes.
-void CudaRunner::stage_table(int seq, const CudaSequence& s) {
-  if (staged_owner_[size_t(seq)] == s.id) return;
-  staged_owner_[size_t(seq)] = s.id;
-  int32_t* t = staging_host_ + size_t(kMaxRows) * kStepFields + size_t(seq) * table_width_;
-  std::copy(s.blocks.begin(), s.blocks.end(), t);
-  dirty_tables_.push_back({seq, int(s.blocks.size())});
-}
-
-Status CudaRunner::upload_staging(int n_seqs) {
-  const size_t fields = size_t(kMaxRows) * kStepFields;
-  OST_CUDA_RET(cudaMemcpyAsync(staging_dev_, staging_host_, fields * 4, cudaMemcpyHostToDevice, stream_));
-  for (auto [row, len] : dirty_tables_) {
-    const size_t off = fields + size_t(row) * table_width_;
-    OST_CUDA_RET(cudaMemcpyAsync(staging_dev_ + off, staging_host_ + off, size_t(len) * 4,
-                                 cudaMemcpyHostToDevice, stream_));
-  }
-  dirty_tables_.clear();
-  return Status::ok();
 }
 
 // The decoder over n staged rows. Image rows (prefill only) replace the <|image_pad|> rows
@@ -810,69 +716,7 @@ Result<std::vector<int32_t>> CudaRunner::decode_greedy(const std::vector<Sequenc
   return out;
 }
 
-void CudaRunner::mark_start() {
-  if (!profile_) return;
-  marks_.clear();
-  mark(nullptr);
-}
-
-void CudaRunner::mark(const char* category) {
-  if (!profile_) return;
-  cudaEvent_t e;
-  if (cudaEventCreate(&e) != cudaSuccess) return;
-  cudaEventRecord(e, stream_);
-  marks_.push_back({category, e});
-}
-
-Result<std::vector<std::pair<std::string, double>>> CudaRunner::profile_decode(
-    const std::vector<SequenceState*>& seqs, const std::vector<int32_t>& ids) {
-  profile_ = true;
-  Status st = decode_step(seqs, ids);
-  profile_ = false;
-  OST_TRY(st);
-  OST_CUDA_RET(cudaStreamSynchronize(stream_));
-  return collect_marks();
-}
-
-Result<std::vector<std::pair<std::string, double>>> CudaRunner::profile_vision(const VisionInput& in) {
-  profile_ = true;
-  auto r = encode_images(in);
-  profile_ = false;
-  OST_TRY(r.status());
-  OST_CUDA_RET(cudaStreamSynchronize(stream_));
-  return collect_marks();
-}
-
-std::vector<std::pair<std::string, double>> CudaRunner::collect_marks() {
-  std::vector<std::pair<std::string, double>> out;
-  for (size_t i = 1; i < marks_.size(); ++i) {
-    float ms = 0;
-    cudaEventElapsedTime(&ms, marks_[i - 1].second, marks_[i].second);
-    const std::string cat = marks_[i].first;
-    auto it = std::find_if(out.begin(), out.end(), [&](auto& p) { return p.first == cat; });
-    if (it == out.end()) out.push_back({cat, double(ms)});
-    else it->second += double(ms);
-  }
-  for (auto& m : marks_) cudaEventDestroy(m.second);
-  marks_.clear();
-  return out;
-}
-
 }  // namespace cuda
-
-Result<std::vector<std::pair<std::string, double>>> cuda_profile_decode(
-    ModelRunner& r, const std::vector<SequenceState*>& seqs, const std::vector<int32_t>& ids) {
-  auto* c = dynamic_cast<cuda::CudaRunner*>(&r);
-  if (!c) return make_error("cuda_profile_decode: not the CUDA runner");
-  return c->profile_decode(seqs, ids);
-}
-
-Result<std::vector<std::pair<std::string, double>>> cuda_profile_vision(ModelRunner& r,
-                                                                        const VisionInput& in) {
-  auto* c = dynamic_cast<cuda::CudaRunner*>(&r);
-  if (!c) return make_error("cuda_profile_vision: not the CUDA runner");
-  return c->profile_vision(in);
-}
 
 Result<std::unique_ptr<ModelRunner>> load_cuda_runner(const std::string& dir, const quant::QuantConfig& quant_at_load) {
   if (!cuda_available()) return make_error("no CUDA GPU is visible; use --device cpu");
